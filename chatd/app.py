@@ -1,0 +1,168 @@
+"""Build the Tornado application with its services, start it, and shut it down gracefully."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from chatd import protocol
+from chatd.auth import PasswordHasher, TokenService
+from chatd.bus import Bus
+from chatd.chat import ChatService
+from chatd.config import Settings
+from chatd.connections import ConnectionRegistry
+from chatd.errors import ConfigError
+from chatd.inflight import InflightRegistry, LocalInflight
+from chatd.limiter import Limiter
+from chatd.metrics import Metrics
+from chatd.plugins import PluginRegistry
+from chatd.store import Store
+from chatd.web import api, health, static, ws
+from chatd.web.base import NotFoundHandler
+
+log = logging.getLogger(__name__)
+
+
+def make_store(settings: Settings) -> Store:
+    """The configured store back-end."""
+    if settings.store == "sqlite":
+        from chatd.store.sqlite import SQLiteStore
+
+        return SQLiteStore(settings.db_path)
+    raise ConfigError(f"store {settings.store!r} is not available in this build")
+
+
+def make_bus(settings: Settings) -> Bus:
+    """The configured bus back-end."""
+    if settings.bus == "local":
+        from chatd.bus.local import LocalBus
+
+        return LocalBus()
+    raise ConfigError(f"bus {settings.bus!r} is not available in this build")
+
+
+def make_limiter(settings: Settings) -> Limiter:
+    """The configured limiter back-end."""
+    if settings.limiter == "local":
+        from chatd.limiter.local import LocalLimiter
+
+        return LocalLimiter()
+    raise ConfigError(f"limiter {settings.limiter!r} is not available in this build")
+
+
+def make_inflight(settings: Settings) -> InflightRegistry:
+    """Where in-flight replies are kept (in-process unless the bus is shared)."""
+    return LocalInflight()
+
+
+@dataclass
+class ChatdServer:
+    """A running chatd: the application, its HTTP server and its services."""
+
+    settings: Settings
+    app: tornado.web.Application
+    store: Store
+    bus: Bus
+    limiter: Limiter
+    plugins: PluginRegistry
+    chat: ChatService
+    connections: ConnectionRegistry
+    http: tornado.httpserver.HTTPServer | None = None
+    port: int = 0
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, finish or interrupt replies, close sockets with 1001."""
+        if self.chat.closing:
+            await self.stopped.wait()
+            return
+        if self.http is not None:
+            self.http.stop()
+        await self.chat.close()
+        for sock in list(self.app.settings["sockets"]):
+            try:
+                sock.close(protocol.CLOSE_GOING_AWAY, "Server shutting down")
+            except Exception:
+                log.debug("close failed", exc_info=True)
+        await asyncio.sleep(0.05)  # let close frames go out
+        if self.http is not None:
+            await self.http.close_all_connections()
+        await self.bus.close()
+        await self.limiter.close()
+        await self.plugins.aclose()
+        await self.store.close()
+        self.stopped.set()
+
+
+async def build_server(settings: Settings, extra_plugins: list[Any] | None = None,
+                       load_entry_points: bool = True) -> ChatdServer:
+    """Open every service and build the application (not yet listening)."""
+    plugins = PluginRegistry(extra_plugins=extra_plugins, load_entry_points=load_entry_points)
+    plugins.configure(settings.providers, settings.assistants)
+    store = make_store(settings)
+    await store.open()
+    bus = make_bus(settings)
+    await bus.start()
+    limiter = make_limiter(settings)
+    await limiter.start()
+    metrics = Metrics()
+    chat = ChatService(settings, store, bus, limiter, plugins, make_inflight(settings), metrics)
+    connections = ConnectionRegistry(bus, metrics)
+    tokens = TokenService(settings)
+    app_settings: dict[str, Any] = {
+        "chatd_settings": settings,
+        "store": store,
+        "bus": bus,
+        "limiter": limiter,
+        "plugins": plugins,
+        "chat": chat,
+        "connections": connections,
+        "tokens": tokens,
+        "passwords": PasswordHasher(),
+        "metrics": metrics,
+        "sockets": set(),
+        "websocket_max_message_size": settings.max_frame_bytes,
+        "websocket_ping_interval": settings.heartbeat_interval_s or None,
+        "websocket_ping_timeout": settings.heartbeat_timeout_s or None,
+        "default_handler_class": NotFoundHandler,
+        "xsrf_cookies": False,
+    }
+    handlers = ws.routes() + api.routes() + health.routes() + [(r"/api/.*", NotFoundHandler)]
+    handlers += static.routes(app_settings)
+    app = tornado.web.Application(handlers, **app_settings)
+    await chat.start()
+    return ChatdServer(settings=settings, app=app, store=store, bus=bus, limiter=limiter, plugins=plugins,
+                       chat=chat, connections=connections)
+
+
+async def start_server(settings: Settings, **kw: Any) -> ChatdServer:
+    """Build and listen on settings.host:settings.port (port 0 picks a free one)."""
+    server = await build_server(settings, **kw)
+    http = tornado.httpserver.HTTPServer(server.app, xheaders=False, max_body_size=max(settings.max_frame_bytes, 1 << 20))
+    sockets = tornado.netutil.bind_sockets(settings.port, address=settings.host)
+    http.add_sockets(sockets)
+    server.http = http
+    server.port = sockets[0].getsockname()[1]
+    return server
+
+
+async def serve_forever(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    server = await start_server(settings)
+    log.info("chatd listening on http://%s:%d (data in %s)", settings.host, server.port, settings.data_dir)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    await done.wait()
+    log.info("shutting down")
+    await server.stop()
+
+
+

@@ -1,0 +1,203 @@
+"""Settings: defaults, then a TOML file, then CHATD_* environment variables, then flags."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, get_type_hints
+
+from chatd.errors import ConfigError
+
+ENV_PREFIX = "CHATD_"
+
+
+def default_data_dir() -> str:
+    """`$XDG_DATA_HOME/chatd`, or `~/.local/share/chatd`."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "chatd")
+
+
+@dataclass
+class Settings:
+    """Every chatd setting, validated once at start-up."""
+
+    host: str = "127.0.0.1"
+    port: int = 8888
+    data_dir: str = field(default_factory=default_data_dir)
+    log_level: str = "INFO"
+
+    # Store, bus, limiter back-ends.
+    store: str = "sqlite"
+    sqlite_path: str = ""  # default: <data_dir>/chatd.sqlite3
+    mongo_url: str = ""
+    bus: str = "local"
+    limiter: str = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # Authentication.
+    jwt_secret: str = ""  # default: generated into <data_dir>/jwt_secret on first run
+    jwt_algorithm: str = "HS256"
+    jwt_public_key: str = ""  # PEM, for RS256/ES256
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    token_ttl_s: int = 86400
+    registration_enabled: bool = True
+    allowed_origins: list[str] = field(default_factory=list)  # empty: same host only
+    auth_timeout_s: float = 10.0
+    metrics_require_token: bool = False
+
+    # Limits (PROTOCOL.md §7).
+    max_frame_bytes: int = 65536
+    max_message_chars: int = 32000
+    rate_messages: int = 20
+    rate_window_s: float = 10.0
+    max_concurrent_replies: int = 5
+    max_frames_per_second: int = 50
+    outbound_queue_bytes: int = 1048576
+
+    # Liveness and delivery.
+    heartbeat_interval_s: float = 20.0
+    heartbeat_timeout_s: float = 20.0
+    checkpoint_interval_s: float = 1.0
+    coalesce_ms: float = 15.0
+    coalesce_max_chars: int = 512
+    shutdown_grace_s: float = 10.0
+    history_messages: int = 200
+
+    # Providers and assistants: [providers.NAME] tables and [[assistants]].
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    assistants: list[dict[str, Any]] = field(default_factory=list)
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> str:
+        """The SQLite file."""
+        return self.sqlite_path or os.path.join(self.data_dir, "chatd.sqlite3")
+
+    def validate(self) -> "Settings":
+        """Check ranges and choices; raise ConfigError naming the bad setting."""
+        def need(cond: bool, name: str, what: str) -> None:
+            if not cond:
+                raise ConfigError(f"invalid setting {name}={getattr(self, name)!r}: {what}")
+
+        need(0 <= self.port < 65536, "port", "must be 0..65535 (0 picks a free port)")
+        need(self.store in ("sqlite", "mongo"), "store", "must be 'sqlite' or 'mongo'")
+        need(self.bus in ("local", "redis"), "bus", "must be 'local' or 'redis'")
+        need(self.limiter in ("local", "redis"), "limiter", "must be 'local' or 'redis'")
+        need(self.jwt_algorithm in ("HS256", "HS384", "HS512", "RS256", "ES256"), "jwt_algorithm",
+             "must be HS256, HS384, HS512, RS256 or ES256")
+        if self.jwt_algorithm.startswith("HS") and self.jwt_secret:
+            need(len(self.jwt_secret.encode()) >= 32, "jwt_secret", "must be at least 32 bytes")
+        if not self.jwt_algorithm.startswith("HS"):
+            need(bool(self.jwt_public_key), "jwt_public_key", f"is required for {self.jwt_algorithm}")
+        for name in ("token_ttl_s", "auth_timeout_s", "max_frame_bytes", "max_message_chars",
+                     "rate_messages", "rate_window_s", "max_concurrent_replies",
+                     "max_frames_per_second", "outbound_queue_bytes", "checkpoint_interval_s",
+                     "coalesce_max_chars", "history_messages"):
+            need(getattr(self, name) > 0, name, "must be positive")
+        for name in ("heartbeat_interval_s", "heartbeat_timeout_s", "coalesce_ms", "shutdown_grace_s"):
+            need(getattr(self, name) >= 0, name, "must not be negative")
+        need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level",
+             "must be DEBUG, INFO, WARNING or ERROR")
+        return self
+
+
+_HINTS = get_type_hints(Settings)
+_FIELDS = {f.name for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a TOML, environment or flag value to the setting's type."""
+    hint = _HINTS[name]
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            return float(value)
+        if hint is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError("expected a string")
+            return str(value)
+        if hint == list[str]:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return value
+            raise ValueError("expected a list of strings")
+        if hint == list[dict[str, Any]]:
+            if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+                return value
+            raise ValueError("expected an array of tables")
+        if isinstance(value, dict):
+            return value
+        raise ValueError("expected a table")
+    except ValueError as e:
+        raise ConfigError(f"invalid setting {name}={value!r}: {e}") from None
+
+
+def _set_nested(target: dict, path: list[str], value: str) -> None:
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = _env_scalar(value)
+
+
+def _env_scalar(text: str) -> Any:
+    """Parse a nested env value as a TOML scalar when it is one, else keep the string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_settings(config_file: str | None = None, environ: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the validated settings from file, environment and flags (later wins)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
+    if config_file:
+        path = Path(config_file)
+        try:
+            with path.open("rb") as f:
+                table = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+        for key, value in table.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, value)
+    for env_key, text in environ.items():
+        if not env_key.startswith(ENV_PREFIX) or env_key == ENV_PREFIX + "CONFIG":
+            continue
+        parts = env_key[len(ENV_PREFIX):].lower().split("__")
+        name = parts[0]
+        if name not in _FIELDS:
+            continue
+        if len(parts) == 1:
+            values[name] = _coerce(name, text)
+        elif _HINTS[name] == dict[str, dict[str, Any]]:
+            nested = values.setdefault(name, {})
+            _set_nested(nested, parts[1:], text)
+        else:
+            raise ConfigError(f"environment variable {env_key}: {name} has no nested keys")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _coerce(key, value)
+    return Settings(**values).validate()

@@ -1,0 +1,131 @@
+"""One plugin manager per application; entry-point plugins are loaded lazily and once."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import pluggy
+
+from chatd import hookspecs
+from chatd.errors import AssistantNotFound, ConfigError
+from chatd.filters import InboundFilter, OutboundFilter
+from chatd.providers import Assistant, Provider, ProviderFactory
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "chatd"
+
+
+class PluginRegistry:
+    """Plugins, the provider types and filters they register, and the configured assistants."""
+
+    def __init__(self, extra_plugins: list[Any] | None = None, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager("chatd")
+        self.pm.add_hookspecs(hookspecs)
+        self._extra = list(extra_plugins or [])
+        self._load_entry_points = load_entry_points
+        self._loaded = False
+        self.provider_types: dict[str, ProviderFactory] = {}
+        self.inbound_filters: list[InboundFilter] = []
+        self.outbound_filters: list[OutboundFilter] = []
+        self.providers: dict[str, Provider] = {}
+        self.provider_type_of: dict[str, str] = {}
+        self.assistants: dict[str, Assistant] = {}
+
+    def load(self) -> None:
+        """Load built-in, entry-point and extra plugins and collect what they register (idempotent)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        from chatd import builtin_filters
+
+        self.pm.register(builtin_filters, name="chatd.builtin_filters")
+        if self._load_entry_points:
+            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for plugin in self._extra:
+            self.pm.register(plugin)
+        self.pm.hook.register_providers(register=self._register_provider)
+        self.pm.hook.register_filters(register=self._register_filter)
+
+    def _register_provider(self, type_name: str, factory: ProviderFactory) -> None:
+        self.provider_types[type_name] = factory
+
+    def _register_filter(self, filt: Any) -> None:
+        if isinstance(filt, InboundFilter):
+            self.inbound_filters.append(filt)
+        elif isinstance(filt, OutboundFilter):
+            self.outbound_filters.append(filt)
+        else:
+            raise ConfigError(f"register_filters got {filt!r}, not an InboundFilter or OutboundFilter")
+
+    def configure(self, providers: dict[str, dict], assistants: list[dict], environ: dict[str, str] | None = None) -> None:
+        """Instantiate providers and assistants from config (or plugin defaults when none)."""
+        self.load()
+        providers = {name: dict(table) for name, table in providers.items()}
+        assistants = [dict(a) for a in assistants]
+        if not assistants:
+            env = dict(os.environ if environ is None else environ)
+            for offered in self.pm.hook.default_assistants(environ=env):
+                for spec in offered or []:
+                    spec = dict(spec)
+                    pconf = spec.pop("provider_config", None)
+                    if pconf is not None and spec["provider"] not in providers:
+                        providers[spec["provider"]] = pconf
+                    assistants.append(spec)
+            if not any(a.get("default") for a in assistants) and assistants:
+                assistants[0]["default"] = True
+        for name, table in providers.items():
+            type_name = table.pop("type", name)
+            factory = self.provider_types.get(type_name)
+            if factory is None:
+                known = ", ".join(sorted(self.provider_types)) or "none"
+                raise ConfigError(f"provider {name!r}: unknown type {type_name!r} (installed: {known})")
+            self.providers[name] = factory(table)
+            self.provider_type_of[name] = type_name
+        for spec in assistants:
+            try:
+                a = Assistant(**{k: v for k, v in spec.items() if k in Assistant.__dataclass_fields__})
+            except TypeError as e:
+                raise ConfigError(f"assistant {spec.get('id')!r}: {e}") from e
+            if a.provider not in self.providers:
+                raise ConfigError(f"assistant {a.id!r}: no provider named {a.provider!r}")
+            self.assistants[a.id] = a
+        if not self.assistants:
+            raise ConfigError("no assistants configured and no plugin offered one")
+        defaults = [a for a in self.assistants.values() if a.default]
+        if not defaults:
+            next(iter(self.assistants.values())).default = True
+        elif len(defaults) > 1:
+            for extra in defaults[1:]:
+                extra.default = False
+
+    @property
+    def default_assistant(self) -> Assistant:
+        """The assistant used when a conversation names none."""
+        return next(a for a in self.assistants.values() if a.default)
+
+    def assistant(self, assistant_id: str | None) -> Assistant:
+        """The assistant with this id (the default for None); ASSISTANT_NOT_FOUND otherwise."""
+        if assistant_id is None:
+            return self.default_assistant
+        try:
+            return self.assistants[assistant_id]
+        except KeyError:
+            raise AssistantNotFound(f"No assistant named {assistant_id!r}") from None
+
+    def provider_for(self, assistant: Assistant) -> Provider:
+        """The provider instance behind an assistant."""
+        return self.providers[assistant.provider]
+
+    def list_assistants(self) -> list[dict]:
+        """Assistants as listed by the REST API."""
+        return [a.public(self.provider_type_of[a.provider]) for a in self.assistants.values()]
+
+    async def aclose(self) -> None:
+        """Close every provider."""
+        for p in self.providers.values():
+            try:
+                await p.aclose()
+            except Exception:  # one broken provider must not stop shutdown
+                log.exception("closing provider failed")

@@ -1,0 +1,60 @@
+"""Liveness, readiness and metrics endpoints."""
+from __future__ import annotations
+
+import asyncio
+
+from chatd.web.base import ApiHandler
+
+
+class HealthHandler(ApiHandler):
+    """GET /healthz: the process serves."""
+
+    public = True
+
+    def get(self) -> None:
+        """Always 200 while the event loop runs."""
+        self.send_json({"status": "ok"})
+
+
+class ReadyHandler(ApiHandler):
+    """GET /readyz: every dependency answers."""
+
+    public = True
+
+    async def _check(self, coro: object) -> bool:
+        try:
+            return bool(await asyncio.wait_for(coro, timeout=2.0))  # type: ignore[arg-type]
+        except Exception:
+            return False
+
+    async def get(self) -> None:
+        """200 with each dependency's state, or 503 naming what failed."""
+        store_ok = await self._check(self.store.ping())
+        bus_ok = await self._check(self.settings["bus"].ping())
+        providers = {name: await self._check(p.check()) for name, p in self.plugins.providers.items()}
+        providers_ok = all(providers.values())
+        body = {"store": "ok" if store_ok else "failed", "bus": "ok" if bus_ok else "failed",
+                "providers": {k: "ok" if v else "failed" for k, v in providers.items()}}
+        if self.chat.closing:
+            body["shutting_down"] = True
+        ok = store_ok and bus_ok and providers_ok and not self.chat.closing
+        self.send_json(body, 200 if ok else 503)
+
+
+class MetricsHandler(ApiHandler):
+    """GET /metrics: Prometheus text format (a token can be required)."""
+
+    @property
+    def public(self) -> bool:  # type: ignore[override]
+        """Public unless `metrics_require_token`."""
+        return not self.config.metrics_require_token
+
+    def get(self) -> None:
+        """The exposition."""
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(self.metrics.render())
+
+
+def routes() -> list:
+    """The health routes."""
+    return [(r"/healthz", HealthHandler), (r"/readyz", ReadyHandler), (r"/metrics", MetricsHandler)]

@@ -1,0 +1,43 @@
+"""Packaging for chatd: the daemon package plus the first-party plugins in plugins/."""
+from setuptools import find_packages, setup
+
+# First-party plugins live in plugins/ and are registered through the same "chatd"
+# entry-point group a third-party plugin would use; chatd never imports them by name.
+PLUGIN_PACKAGES = ["chatd_demo"]
+
+setup(
+    name="chatd",
+    version="0.1.0",
+    description="Self-hosted real-time AI chat daemon",
+    python_requires=">=3.11",
+    packages=find_packages(include=["chatd", "chatd.*"]) + PLUGIN_PACKAGES,
+    package_dir={name: f"plugins/{name}" for name in PLUGIN_PACKAGES},
+    package_data={"chatd": ["py.typed"]},
+    install_requires=[
+        "tornado>=6.4",
+        "pluggy>=1.5",
+        "PyJWT[crypto]>=2.13",
+        "argon2-cffi>=23.1",
+        "aiosqlite>=0.20",
+        "msgspec>=0.18",
+        "prometheus-client>=0.20",
+        "redis>=5.0",
+        "pymongo>=4.10",
+        "openai>=1.40",
+        "anthropic>=0.40",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-asyncio>=0.24",
+            "hypothesis>=6",
+            "psutil>=5.9",
+            "playwright>=1.45",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["chatd = chatd.cli:main"],
+        "pytest11": ["chatd = chatd.pytest_plugin"],
+        "chatd": ["demo = chatd_demo"],
+    },
+)
