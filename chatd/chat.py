@@ -96,9 +96,7 @@ class ChatService:
         if running:
             await asyncio.wait(running, timeout=self.settings.shutdown_grace_s)
         for reply in list(self._replies.values()):
-            reply.stop_reason = SHUTDOWN
-            if reply.task is not None:
-                reply.task.cancel()
+            reply.stop(SHUTDOWN)
         remaining = [r.task for r in self._replies.values() if r.task is not None]
         if remaining:
             await asyncio.wait(remaining, timeout=5)
@@ -263,9 +261,8 @@ class ChatService:
     def _on_control(self, event: dict) -> None:
         if event.get("op") == "stop":
             reply = self._replies.get(event.get("message_id"))
-            if reply is not None and reply.task is not None and reply.stop_reason is None:
-                reply.stop_reason = "user"
-                reply.task.cancel()
+            if reply is not None:
+                reply.stop("user")
 
     # Replay and typing.
     async def active_streams(self, conversation_id: Any) -> list[dict]:

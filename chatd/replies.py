@@ -57,8 +57,17 @@ class Reply:
         self.metrics = metrics
         self.stop_reason: str | None = None  # "user" or SHUTDOWN once stopped
         self.task: asyncio.Task | None = None
+        self.finishing = False  # storing the result: too late to stop
         self._last_checkpoint = 0.0
         self._checkpointed = ""
+
+    def stop(self, reason: str) -> bool:
+        """Cancel the reply unless it is already stopped or finishing; True if this call stopped it."""
+        if self.stop_reason is not None or self.finishing or self.task is None:
+            return False
+        self.stop_reason = reason
+        self.task.cancel()
+        return True
 
     @property
     def message_id(self) -> Any:
@@ -183,6 +192,7 @@ class Reply:
         await self._finish(status, error, completion)
 
     async def _finish(self, status: str, error: ChatdError | None, completion: Completion) -> None:
+        self.finishing = True
         s = self.state
         usage = completion.usage or Usage(
             prompt_tokens=sum(estimate_tokens(t.content) for t in self.request.messages),
