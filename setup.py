@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 
 # First-party plugins live in plugins/ and are registered through the same "chatd"
 # entry-point group a third-party plugin would use; chatd never imports them by name.
-PLUGIN_PACKAGES = ["chatd_demo"]
+PLUGIN_PACKAGES = ["chatd_demo", "chatd_openai", "chatd_anthropic", "chatd_filters"]
 
 setup(
     name="chatd",
@@ -25,6 +25,7 @@ setup(
         "pymongo>=4.10",
         "openai>=1.40",
         "anthropic>=0.40",
+        "tiktoken>=0.7",
     ],
     extras_require={
         "test": [
@@ -38,6 +39,7 @@ setup(
     entry_points={
         "console_scripts": ["chatd = chatd.cli:main"],
         "pytest11": ["chatd = chatd.pytest_plugin"],
-        "chatd": ["demo = chatd_demo"],
+        "chatd": ["demo = chatd_demo", "openai = chatd_openai", "anthropic = chatd_anthropic",
+                  "filters = chatd_filters"],
     },
 )

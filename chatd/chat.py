@@ -233,6 +233,9 @@ class ChatService:
             self.metrics.replies_active.set(len(self._replies))
             await self.limiter.release(slot_key)
             await self._publish_last_message(cid, message["seq"])
+            from chatd.titles import schedule_title  # background task; it never fails the reply
+
+            schedule_title(self, cid, message)
 
         reply = Reply(state=state, assistant_id=assistant.id, provider=provider, request=request,
                       outbound=[f.session(ctx) for f in self.plugins.outbound_filters], timing=self._timing,

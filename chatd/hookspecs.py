@@ -33,7 +33,8 @@ def default_assistants(environ: dict[str, str]) -> list[dict[str, Any]] | None:
     """Offer assistants (and their providers) when the config defines none.
 
     Fires once at start-up when the configuration has no `[[assistants]]`. Return a list of
-    dicts `{"id", "name", "provider", "model", "provider_config": {...}, ...}` built from
-    the environment (e.g. an API key being set), or None. Not firstresult: the lists of
-    all plugins are joined, and the demo assistant is added last.
+    dicts `{"id", "name", "provider", "model", "provider_config": {...}, "default"?: bool}`
+    built from the environment (e.g. an API key being set), or None. Not firstresult: the
+    lists of all plugins are joined; among those marked `default`, the first offered wins.
+    The demo plugin implements this hook `trylast`, so a real provider's default wins over it.
     """

@@ -178,7 +178,6 @@ class Reply:
         status, error = "complete", None
         try:
             await self._drive(completion)
-            await self._flush_filters()
         except asyncio.CancelledError:
             status = "interrupted" if self.stop_reason == SHUTDOWN else "cancelled"
             error = ChatdError("Reply stopped" if status == "cancelled" else "Server shutting down")
@@ -189,6 +188,11 @@ class Reply:
             log.exception("provider %s failed", self.provider.type_name)
             status, error = "error", ChatdError("The assistant failed unexpectedly")
             error.code = "PROVIDER_ERROR"
+        try:
+            # Text an outbound filter held back was produced by the model: keep it on every path.
+            await self._flush_filters()
+        except Exception:
+            log.exception("outbound filter failed at the end of reply %s", self.state.message_id)
         await self._finish(status, error, completion)
 
     async def _finish(self, status: str, error: ChatdError | None, completion: Completion) -> None:

@@ -84,7 +84,7 @@ def register_providers(register: Callable[[str, Callable[[dict[str, Any]], Provi
     register("demo", DemoProvider)
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def default_assistants(environ: dict[str, str]) -> list[dict[str, Any]]:
     """Offer the demo assistant, so chatd works on a bare machine."""
     return [
@@ -94,5 +94,7 @@ def default_assistants(environ: dict[str, str]) -> list[dict[str, Any]]:
             "provider": "demo",
             "model": "demo",
             "provider_config": {"type": "demo"},
+            # Offered last (trylast): a real provider's default assistant, offered first, wins.
+            "default": True,
         }
     ]

@@ -1,0 +1,201 @@
+"""OpenAI provider: OpenAI itself and any OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio, OpenRouter).
+
+Configure it as a `[providers.NAME]` table with `type = "openai"` (the default when the
+table is named `openai`). Keys, all optional:
+
+- `base_url`: the API root, e.g. `http://127.0.0.1:11434/v1` (default `OPENAI_BASE_URL`,
+  else OpenAI's own);
+- `api_key`, or `api_key_env` naming the variable that holds it (default `OPENAI_API_KEY`);
+  a compatible server that needs none gets a placeholder;
+- `organization`, `project`: sent as OpenAI's headers;
+- `timeout` (seconds, default 60: connect, and each read of the stream),
+  `max_retries` (default 2: the SDK retries 408/409/429/5xx and connection errors);
+- `max_tokens_param`: `max_tokens` (default, what compatible servers understand) or
+  `max_completion_tokens` (OpenAI's reasoning models need it).
+
+One provider instance serves every assistant that names it; the model comes from the
+assistant. An assistant's `options` table is sent as extra request fields (`top_p`,
+`seed`, `stop`…).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any, AsyncIterator, Callable
+
+import openai
+
+from chatd import hookimpl
+from chatd.errors import ChatdError, ConfigError, ProviderError, ProviderUnavailable
+from chatd.providers import Completion, CompletionRequest, Provider, Usage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_TIMEOUT_S = 60.0
+NO_KEY = "sk-no-key-required"  # compatible servers ignore the key, the SDK insists on one
+
+CONFIG_KEYS = {"base_url", "api_key", "api_key_env", "organization", "project", "timeout",
+               "max_retries", "max_tokens_param"}
+
+FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content_filter",
+                  "tool_calls": "stop", "function_call": "stop"}
+
+_KEY_LIKE = re.compile(r"\b(?:sk|key|rk|pk)-[A-Za-z0-9_\-*.]{6,}")
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove the API key, and anything that looks like one, from text shown to clients."""
+    if secret and secret != NO_KEY:
+        text = text.replace(secret, "[key]")
+    return _KEY_LIKE.sub("[key]", text)[:300]
+
+
+def map_error(e: Exception, assistant_name: str, secret: str | None, mid_stream: bool = False) -> ChatdError:
+    """Translate an SDK exception into the chatd error a client sees (never echoing the key)."""
+    if isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return ProviderError(f"{assistant_name}: the AI provider refused the credentials "
+                             f"(HTTP {e.status_code}); check the API key")
+    if isinstance(e, openai.RateLimitError):
+        retry = _retry_after(e.response.headers)
+        return ProviderUnavailable(f"{assistant_name} is rate limited by its AI provider; try again later",
+                                   retry_after=retry)
+    if isinstance(e, openai.APIStatusError) and (e.status_code >= 500 or e.status_code in (408, 409)):
+        return ProviderUnavailable(f"{assistant_name} is unavailable: the AI provider answered HTTP {e.status_code}")
+    if isinstance(e, openai.APITimeoutError):
+        return ProviderUnavailable(f"{assistant_name} is unavailable: the AI provider did not answer in time")
+    if isinstance(e, openai.APIConnectionError):
+        if mid_stream:
+            return ProviderUnavailable(f"{assistant_name}: the connection to the AI provider was lost mid-reply")
+        return ProviderUnavailable(f"{assistant_name} is unavailable: the AI provider could not be reached")
+    if isinstance(e, openai.APIStatusError):
+        detail = scrub(str(getattr(e, "message", "") or ""), secret)
+        return ProviderError(f"{assistant_name}: the AI provider rejected the request "
+                             f"(HTTP {e.status_code}): {detail}")
+    if isinstance(e, openai.APIError):  # an error event inside the stream
+        return ProviderUnavailable(f"{assistant_name}: the AI provider failed mid-reply: "
+                                   f"{scrub(str(e.message), secret)}")
+    return ProviderError(f"{assistant_name}: the AI provider failed ({type(e).__name__})")
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name) if headers is not None else None
+        if value is not None:
+            try:
+                return max(0.0, float(value) / scale)
+            except ValueError:
+                return None
+    return None
+
+
+class OpenAIProvider(Provider):
+    """Streams chat completions from an OpenAI-compatible API through the official SDK."""
+
+    type_name = "openai"
+
+    def __init__(self, config: dict[str, Any], environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        unknown = set(config) - CONFIG_KEYS
+        if unknown:
+            raise ConfigError(f"openai provider: unknown setting(s) {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(sorted(CONFIG_KEYS))})")
+        self.base_url: str | None = config.get("base_url") or env.get("OPENAI_BASE_URL") or None
+        key_env = str(config.get("api_key_env", "OPENAI_API_KEY"))
+        api_key = config.get("api_key") or env.get(key_env) or None
+        if not api_key:
+            if not self.base_url:
+                raise ConfigError(f"openai provider: no API key: set api_key or {key_env} "
+                                  "(or base_url for a server that needs none)")
+            api_key = NO_KEY
+        self._secret = str(api_key)
+        self.max_tokens_param = str(config.get("max_tokens_param", "max_tokens"))
+        if self.max_tokens_param not in ("max_tokens", "max_completion_tokens"):
+            raise ConfigError("openai provider: max_tokens_param must be max_tokens or max_completion_tokens")
+        try:
+            timeout = float(config.get("timeout", DEFAULT_TIMEOUT_S))
+            max_retries = int(config.get("max_retries", 2))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"openai provider: bad timeout or max_retries: {e}") from None
+        if timeout <= 0 or max_retries < 0:
+            raise ConfigError("openai provider: timeout must be positive and max_retries not negative")
+        self.client = openai.AsyncOpenAI(
+            api_key=self._secret, base_url=self.base_url,
+            organization=config.get("organization") or None, project=config.get("project") or None,
+            timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)), max_retries=max_retries)
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(base_url={self.base_url!r})"  # never the key
+
+    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": t.role, "content": t.content} for t in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.max_tokens:
+            params[self.max_tokens_param] = request.max_tokens
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.assistant.options:
+            params["extra_body"] = dict(request.assistant.options)
+        return params
+
+    async def stream(self, request: CompletionRequest, completion: Completion) -> AsyncIterator[str]:
+        """Yield content deltas; usage comes from the final usage chunk, finish_reason from the last choice."""
+        name = request.assistant.name
+        try:
+            upstream = await self.client.chat.completions.create(**self._params(request))
+        except openai.OpenAIError as e:
+            log.warning("assistant %s: request failed: %s", request.assistant.id, type(e).__name__)
+            raise map_error(e, name, self._secret) from None
+        finish: str | None = None
+        try:
+            async for chunk in upstream:
+                if chunk.usage is not None:
+                    completion.usage = Usage(prompt_tokens=chunk.usage.prompt_tokens or 0,
+                                             completion_tokens=chunk.usage.completion_tokens or 0)
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    if choice.delta is not None and choice.delta.content:
+                        yield choice.delta.content
+                    if choice.finish_reason:
+                        finish = FINISH_REASONS.get(choice.finish_reason, "stop")
+        except openai.OpenAIError as e:
+            log.warning("assistant %s: stream failed: %s", request.assistant.id, type(e).__name__)
+            raise map_error(e, name, self._secret, mid_stream=True) from None
+        finally:
+            await upstream.close()  # on cancellation too: the server sees the disconnect
+        if finish is None and completion.usage is None:
+            raise ProviderUnavailable(f"{name}: the AI provider ended the stream before the reply was complete")
+        completion.finish_reason = finish or "stop"
+
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP client."""
+        await self.client.close()
+
+
+@hookimpl
+def register_providers(register: Callable[[str, Callable[[dict[str, Any]], Provider]], None]) -> None:
+    """Register the `openai` provider type."""
+    register("openai", OpenAIProvider)
+
+
+@hookimpl
+def default_assistants(environ: dict[str, str]) -> list[dict[str, Any]] | None:
+    """With OPENAI_API_KEY or OPENAI_BASE_URL set and no assistants configured, offer one (the default)."""
+    key, base_url = environ.get("OPENAI_API_KEY"), environ.get("OPENAI_BASE_URL")
+    if not key and not base_url:
+        return None
+    model = environ.get("OPENAI_MODEL") or DEFAULT_MODEL
+    pconf: dict[str, Any] = {"type": "openai"}
+    if base_url:
+        pconf["base_url"] = base_url
+    if key:
+        pconf["api_key"] = key
+    label = "OpenAI-compatible" if base_url else "OpenAI"
+    return [{"id": "openai", "name": f"{label} ({model})", "provider": "openai", "model": model,
+             "default": True, "provider_config": pconf}]
