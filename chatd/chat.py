@@ -22,6 +22,7 @@ from chatd.plugins import PluginRegistry
 from chatd.providers import CompletionRequest
 from chatd.replies import SHUTDOWN, Reply, ReplyTiming, envelope
 from chatd.store import StoredEvent, Store
+from chatd.titles import Titler
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ChatService:
         self.owner = make_owner_id()
         self.closing = False
         self._replies: dict[Any, Reply] = {}
+        self.titles = Titler(self)
         self._timing = ReplyTiming(coalesce_s=settings.coalesce_ms / 1000.0,
                                    coalesce_max_chars=settings.coalesce_max_chars,
                                    checkpoint_s=settings.checkpoint_interval_s)
@@ -100,6 +102,7 @@ class ChatService:
         remaining = [r.task for r in self._replies.values() if r.task is not None]
         if remaining:
             await asyncio.wait(remaining, timeout=5)
+        await self.titles.close()
         await self.bus.unsubscribe(CONTROL_CHANNEL, self._on_control)
 
     @property
@@ -233,9 +236,7 @@ class ChatService:
             self.metrics.replies_active.set(len(self._replies))
             await self.limiter.release(slot_key)
             await self._publish_last_message(cid, message["seq"])
-            from chatd.titles import schedule_title  # background task; it never fails the reply
-
-            schedule_title(self, cid, message)
+            self.titles.schedule(cid, message)  # a background task; it never fails the reply
 
         reply = Reply(state=state, assistant_id=assistant.id, provider=provider, request=request,
                       outbound=[f.session(ctx) for f in self.plugins.outbound_filters], timing=self._timing,

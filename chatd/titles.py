@@ -28,8 +28,6 @@ FALLBACK_WORDS = 6
 PROMPT = ("Write a title of at most six words for the conversation below. Answer with the title "
           "only: no quotes, no trailing punctuation.")
 
-_in_progress: set[tuple[int, Any]] = set()  # (service, conversation) being titled
-_tasks: set[asyncio.Task] = set()
 
 
 def fallback_title(text: str) -> str:
@@ -85,43 +83,58 @@ async def generate_title(chat: ChatService, assistant_id: str, first_user: str, 
     return fallback_title(first_user)
 
 
-async def maybe_title(chat: ChatService, conversation_id: Any, reply_message: dict) -> None:
-    """After the first complete exchange of a conversation still titled by default, give it a title."""
-    key = (id(chat), conversation_id)
-    if reply_message.get("status") != "complete" or key in _in_progress or chat.closing:
-        return
-    _in_progress.add(key)
-    try:
-        conv = await chat.store.get_conversation(conversation_id)
-        if conv is None or conv.get("deleted") or conv.get("title") != DEFAULT_TITLE:
-            return
-        history = await chat.store.history(conversation_id, reply_message["id"], 4)
-        users = [m for m in history if m["message_type"] == "user"]
-        if not users:
-            return
-        title = await generate_title(chat, reply_message.get("assistant_id") or conv["assistant_id"],
-                                     users[0]["content"], reply_message.get("content", ""))
-        conv = await chat.store.get_conversation(conversation_id)
-        if conv is None or conv.get("deleted") or conv.get("title") != DEFAULT_TITLE:
-            return  # renamed or deleted while we asked
-        if chat.closing:
-            return
-        owner = Principal(user_id=conv["owner_id"])
-        await chat.update_conversation(owner, conversation_id, title=title, assistant_id=None, add_member_ids=None)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("titling conversation %s failed", conversation_id)
-    finally:
-        _in_progress.discard(key)
+class Titler:
+    """Gives conversations a title after their first exchange, in background tasks of one ChatService."""
 
+    def __init__(self, chat: ChatService) -> None:
+        self.chat = chat
+        self._in_progress: set[Any] = set()  # conversations being titled
+        self._tasks: set[asyncio.Task] = set()
 
-def schedule_title(chat: ChatService, conversation_id: Any, reply_message: dict) -> asyncio.Task | None:
-    """Run `maybe_title` in the background (it never fails the reply); the task, or None when not needed."""
-    if reply_message.get("status") != "complete" or chat.closing:
-        return None
-    task = asyncio.create_task(maybe_title(chat, conversation_id, reply_message),
-                               name=f"title-{conversation_id}")
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
-    return task
+    async def maybe_title(self, conversation_id: Any, reply_message: dict) -> None:
+        """After the first complete exchange of a conversation still titled by default, give it a title."""
+        chat = self.chat
+        if reply_message.get("status") != "complete" or conversation_id in self._in_progress or chat.closing:
+            return
+        self._in_progress.add(conversation_id)
+        try:
+            conv = await chat.store.get_conversation(conversation_id)
+            if conv is None or conv.get("deleted") or conv.get("title") != DEFAULT_TITLE:
+                return
+            history = await chat.store.history(conversation_id, reply_message["id"], 4)
+            users = [m for m in history if m["message_type"] == "user"]
+            if not users:
+                return
+            title = await generate_title(chat, reply_message.get("assistant_id") or conv["assistant_id"],
+                                         users[0]["content"], reply_message.get("content", ""))
+            conv = await chat.store.get_conversation(conversation_id)
+            if conv is None or conv.get("deleted") or conv.get("title") != DEFAULT_TITLE:
+                return  # renamed or deleted while we asked
+            if chat.closing:
+                return
+            owner = Principal(user_id=conv["owner_id"])
+            await chat.update_conversation(owner, conversation_id, title=title, assistant_id=None,
+                                           add_member_ids=None)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("titling conversation %s failed", conversation_id)
+        finally:
+            self._in_progress.discard(conversation_id)
+
+    def schedule(self, conversation_id: Any, reply_message: dict) -> asyncio.Task | None:
+        """Run `maybe_title` in the background (it never fails the reply); the task, or None when not needed."""
+        if reply_message.get("status") != "complete" or self.chat.closing:
+            return None
+        task = asyncio.create_task(self.maybe_title(conversation_id, reply_message),
+                                   name=f"title-{conversation_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        """Cancel titles still being generated."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
