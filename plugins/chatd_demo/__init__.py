@@ -50,7 +50,9 @@ class DemoProvider(Provider):
     def _script(self, request: CompletionRequest) -> tuple[list[str], int | None]:
         last_user = next((t.content for t in reversed(request.messages) if t.role == "user"), "")
         if request.purpose == "title":
-            words = last_user.split()[:6]
+            # The title prompt quotes the exchange as "User: …\n\nAssistant: …": title the user's part.
+            asked = last_user.split("\n\nAssistant:", 1)[0].removeprefix("User:")
+            words = asked.split()[:6]
             return _tokens(" ".join(words) or "New chat"), None
         if "/echo " in last_user:
             text = last_user.split("/echo ", 1)[1]
