@@ -29,6 +29,14 @@ from chatd.web.base import NotFoundHandler
 log = logging.getLogger(__name__)
 
 
+HARD_BODY_CAP_FACTOR = 8
+
+
+def api_body_limit(settings: Settings) -> int:
+    """The largest REST request body accepted (bytes)."""
+    return max(settings.max_frame_bytes, 1 << 20)
+
+
 def make_store(settings: Settings) -> Store:
     """The configured store back-end."""
     if settings.store == "sqlite":
@@ -144,7 +152,10 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
 async def start_server(settings: Settings, **kw: Any) -> ChatdServer:
     """Build and listen on settings.host:settings.port (port 0 picks a free one)."""
     server = await build_server(settings, **kw)
-    http = tornado.httpserver.HTTPServer(server.app, xheaders=False, max_body_size=max(settings.max_frame_bytes, 1 << 20))
+    # The hard cap of the HTTP layer sits above the API's own limit (ApiHandler.prepare), so a
+    # too-large JSON body gets a JSON 413 rather than Tornado's bare 400.
+    http = tornado.httpserver.HTTPServer(server.app, xheaders=False,
+                                         max_body_size=HARD_BODY_CAP_FACTOR * api_body_limit(settings))
     sockets = tornado.netutil.bind_sockets(settings.port, address=settings.host)
     http.add_sockets(sockets)
     server.http = http

@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from chatd.auth import Principal
 from chatd.bus import CONTROL_CHANNEL, Bus, conversation_channel, user_channel
@@ -140,14 +140,21 @@ class ChatService:
 
     # Messages.
     async def send_message(self, principal: Principal, conversation_id: Any, content: str, message_type: str,
-                           client_msg_id: str | None, assistant_id: str | None) -> tuple[dict, bool]:
-        """Store and broadcast a message; for a user message, start the reply. (message, created)."""
+                           client_msg_id: str | None, assistant_id: str | None,
+                           on_stored: Callable[[dict], None] | None = None) -> tuple[dict, bool]:
+        """Store and broadcast a message; for a user message, start the reply. (message, created).
+
+        `on_stored` is called once the message is durably stored (or found as a resend), before
+        anything is broadcast: the sender's ack then precedes its own `message_received`.
+        """
         if message_type != "user" and not principal.is_privileged:
             raise Forbidden(f"Only admin or service tokens may post {message_type} messages")
         conv = await self.conversation_for_member(principal, conversation_id)
         if client_msg_id is not None:
             earlier = await self.store.find_by_client_msg_id(conversation_id, client_msg_id)
             if earlier is not None:
+                if on_stored is not None:
+                    on_stored(earlier)
                 return earlier, False
         ctx = FilterContext(user_id=principal.user_id, conversation_id=conversation_id,
                             message_type=message_type, settings=self.settings)
@@ -159,13 +166,15 @@ class ChatService:
             self.plugins.assistant(assistant_id)
         if wants_reply and self.closing:
             raise ProviderUnavailable("The server is shutting down; try again in a moment")
-        retry = await self.limiter.hit(f"msg:{principal.user_id}", self.settings.rate_messages,
-                                       self.settings.rate_window_s)
-        if retry is not None:
-            raise RateLimited("Too many messages; slow down", retry_after=retry)
         slot_key = f"replies:{principal.user_id}"
         if wants_reply and not await self.limiter.acquire(slot_key, self.settings.max_concurrent_replies):
             raise RateLimited("Too many replies in progress; wait for one to finish", retry_after=1.0)
+        retry = await self.limiter.hit(f"msg:{principal.user_id}", self.settings.rate_messages,
+                                       self.settings.rate_window_s)
+        if retry is not None:
+            if wants_reply:
+                await self.limiter.release(slot_key)
+            raise RateLimited("Too many messages; slow down", retry_after=retry)
         try:
             message, created = await self.store.add_message(conversation_id, principal.user_id, content,
                                                             message_type, client_msg_id)
@@ -173,6 +182,8 @@ class ChatService:
             if wants_reply:
                 await self.limiter.release(slot_key)
             raise
+        if on_stored is not None:
+            on_stored(message)
         if not created:
             if wants_reply:
                 await self.limiter.release(slot_key)

@@ -55,6 +55,8 @@ class Settings:
     rate_window_s: float = 10.0
     max_concurrent_replies: int = 5
     max_frames_per_second: int = 50
+    rate_auth_attempts: int = 30  # register + login attempts per client address per window
+    rate_auth_window_s: float = 60.0
     outbound_queue_bytes: int = 1048576
 
     # Liveness and delivery.
@@ -93,7 +95,7 @@ class Settings:
         if not self.jwt_algorithm.startswith("HS"):
             need(bool(self.jwt_public_key), "jwt_public_key", f"is required for {self.jwt_algorithm}")
         for name in ("token_ttl_s", "auth_timeout_s", "max_frame_bytes", "max_message_chars",
-                     "rate_messages", "rate_window_s", "max_concurrent_replies",
+                     "rate_messages", "rate_window_s", "max_concurrent_replies", "rate_auth_attempts", "rate_auth_window_s",
                      "max_frames_per_second", "outbound_queue_bytes", "checkpoint_interval_s",
                      "coalesce_max_chars", "history_messages"):
             need(getattr(self, name) > 0, name, "must be positive")

@@ -110,13 +110,12 @@ class Connection:
         cid = env.get("conv")
         state = self.joined.get(cid)
         if env["frame"]["type"] == "conversation_updated":
-            if env.get("change") and state is not None:
-                if state.buffer is not None:
+            if state is not None:
+                if state.buffer is not None:  # also the updates that reflect a message: seq order
                     state.buffer.append(env)
                     return
-                if env["seq"] <= state.last_seq:
+                if not self._conversation_update_in_order(state, env):
                     return
-                state.last_seq = env["seq"]
             self.send(env["frame"])
             return
         if state is None:
@@ -137,13 +136,40 @@ class Connection:
         index = env.get("index")
         msg = env.get("msg")
         ftype = env["frame"]["type"]
-        if index is not None:
-            if index <= state.stream_index.get(msg, -1):
+        if ftype == "stream_start":
+            if state.stream_index.get(msg, -1) >= 0:
+                return  # `joined.active_streams` already gave its text: a start now would reset it
+            state.stream_index[msg] = -1
+        elif index is not None:
+            # Only chunks of a stream this connection knows (from `joined.active_streams` or its
+            # `stream_start`), continuing at index + 1: a reply that ended while the connection was
+            # joining reaches it as `message_added` only, never as a fragment without a start.
+            if msg not in state.stream_index or index <= state.stream_index[msg]:
                 return
             state.stream_index[msg] = index
         elif ftype in ("stream_complete", "stream_error"):
+            if msg not in state.stream_index:
+                return
             state.stream_index.pop(msg, None)
         self.send(env["frame"])
+
+    @staticmethod
+    def _conversation_update_in_order(state: JoinState, env: dict) -> bool:
+        """Whether a conversation_updated may go out on a joined connection without breaking seq order.
+
+        A change is new once (seq > last). An update that only reflects a message carries that
+        message's seq: it goes out unless a later change already went out (then it is stale, and a
+        newer update of the sidebar follows or went out already).
+        """
+        seq = env.get("seq")
+        if seq is None:
+            return True
+        if env.get("change"):
+            if seq <= state.last_seq:
+                return False
+            state.last_seq = seq
+            return True
+        return seq >= state.last_seq
 
     def begin_join(self, conversation_id: Any) -> JoinState:
         """Start buffering the conversation's live events while history is replayed."""
@@ -156,8 +182,7 @@ class Connection:
         buffered, state.buffer = state.buffer or [], None
         for env in buffered:
             if env["frame"]["type"] == "conversation_updated":
-                if env["seq"] > state.last_seq:
-                    state.last_seq = env["seq"]
+                if self._conversation_update_in_order(state, env):
                     self.send(env["frame"])
             else:
                 self._apply(state, env)

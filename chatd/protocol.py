@@ -1,7 +1,7 @@
 """Wire protocol v1: client frame schemas, decoding with precise errors, close codes."""
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
@@ -35,9 +35,9 @@ class SendMessage(msgspec.Struct):
     """`send_message` data."""
 
     conversation_id: Id
-    content: str
+    content: Annotated[str, msgspec.Meta(min_length=1)]
     message_type: MessageType = "user"
-    client_msg_id: str | None = None
+    client_msg_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
     assistant_id: str | None = None
 
 

@@ -195,9 +195,9 @@ test_settings.__test__ = False  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-def chatd_settings(tmp_path: Any) -> Settings:
-    """Settings for the `chatd` fixture; override this fixture to change them."""
-    return test_settings(tmp_path)
+def chatd_settings(tmp_path: Any, request: pytest.FixtureRequest) -> Settings:
+    """Settings for the `chatd` fixture: parametrize it indirectly with a dict of overrides."""
+    return test_settings(tmp_path, **getattr(request, "param", {}))
 
 
 @pytest.fixture

@@ -139,6 +139,11 @@ class Reply:
                 except StopAsyncIteration:
                     next_delta = None
                     break
+                except Exception:
+                    next_delta = None
+                    if pending:  # the provider failed: keep (send and store) what it produced first
+                        await self._send_chunk(pending)
+                    raise
                 next_delta = None
                 if not isinstance(delta, str) or not delta:
                     continue

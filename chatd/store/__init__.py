@@ -63,8 +63,13 @@ class Store(abc.ABC):
         """Whether the user is a member (of a deleted conversation too)."""
 
     @abc.abstractmethod
-    async def list_conversations(self, user_id: Any, limit: int, before: str | None) -> list[dict]:
-        """The user's live conversations, newest `updated_at` first, older than `before`."""
+    async def list_conversations(self, user_id: Any, limit: int, before: str | None,
+                                 before_id: Any = None) -> list[dict]:
+        """The user's live conversations, newest `updated_at` first, older than `before`.
+
+        With `before_id`, the cursor is the pair (updated_at, id), so conversations updated in
+        the same millisecond are neither skipped nor repeated across pages.
+        """
 
     @abc.abstractmethod
     async def update_conversation(self, conversation_id: Any, *, title: str | None = None,

@@ -159,13 +159,19 @@ class SQLiteStore(Store):
         cur = await self.db.execute("SELECT 1")
         return (await cur.fetchone())[0] == 1
 
+    # Reads share the one connection with the write transactions, so they wait for the write
+    # lock: otherwise a read in the middle of a BEGIN IMMEDIATE … COMMIT sees its uncommitted rows
+    # (a conversation's new last_seq before the event that carries it exists). Never call these
+    # inside `_tx()` (the lock is not re-entrant).
     async def _fetchone(self, sql: str, args: tuple = ()) -> Any:
-        cur = await self.db.execute(sql, args)
-        return await cur.fetchone()
+        async with self._write_lock:
+            cur = await self.db.execute(sql, args)
+            return await cur.fetchone()
 
     async def _fetchall(self, sql: str, args: tuple = ()) -> list:
-        cur = await self.db.execute(sql, args)
-        return list(await cur.fetchall())
+        async with self._write_lock:
+            cur = await self.db.execute(sql, args)
+            return list(await cur.fetchall())
 
     class _Tx:
         """`async with store._tx():` — one serialised BEGIN IMMEDIATE … COMMIT."""
@@ -264,7 +270,8 @@ class SQLiteStore(Store):
         """Read a conversation (deleted ones too)."""
         if not isinstance(conversation_id, int):
             return None
-        return await self._conversation(self.db, conversation_id)
+        async with self._write_lock:  # committed state only (see _fetchone)
+            return await self._conversation(self.db, conversation_id)
 
     async def is_member(self, conversation_id: Any, user_id: Any) -> bool:
         """Membership check by primary key."""
@@ -274,12 +281,16 @@ class SQLiteStore(Store):
                                    (conversation_id, user_id))
         return row is not None
 
-    async def list_conversations(self, user_id: Any, limit: int, before: str | None) -> list[dict]:
-        """Newest first by updated_at, paged by the `before` cursor."""
+    async def list_conversations(self, user_id: Any, limit: int, before: str | None,
+                                 before_id: Any = None) -> list[dict]:
+        """Newest first by (updated_at, id), paged by the `before` (and `before_id`) cursor."""
         sql = ("SELECT c.id FROM conversations c JOIN members m ON m.conversation_id = c.id "
                "WHERE m.user_id = ? AND c.deleted = 0")
         args: list[Any] = [user_id]
-        if before:
+        if before and before_id is not None:
+            sql += " AND (c.updated_at < ? OR (c.updated_at = ? AND c.id < ?))"
+            args.extend([before, before, before_id])
+        elif before:
             sql += " AND c.updated_at < ?"
             args.append(before)
         sql += " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
@@ -287,7 +298,8 @@ class SQLiteStore(Store):
         ids = [r[0] for r in await self._fetchall(sql, tuple(args))]
         out = []
         for cid in ids:
-            conv = await self._conversation(self.db, cid)
+            async with self._write_lock:  # committed state only (see _fetchone)
+                conv = await self._conversation(self.db, cid)
             if conv is not None:
                 out.append(conv)
         return out
@@ -439,16 +451,23 @@ class SQLiteStore(Store):
     async def events_since(self, conversation_id: Any, since_seq: int) -> list[StoredEvent]:
         """Messages and conversation changes with seq > since_seq, merged in seq order."""
         events: list[StoredEvent] = []
-        for row in await self._fetchall(
+        # Both tables in one read (under the write lock): a commit between them could otherwise
+        # yield change N+1 without message N, and the replay would skip N for good.
+        async with self._write_lock:
+            cur = await self.db.execute(
                 f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq",
-                (conversation_id, since_seq)):
+                (conversation_id, since_seq))
+            message_rows = list(await cur.fetchall())
+            cur = await self.db.execute(
+                "SELECT seq, conversation FROM conversation_events WHERE conversation_id = ? AND seq > ? ORDER BY seq",
+                (conversation_id, since_seq))
+            change_rows = list(await cur.fetchall())
+        for row in message_rows:
             msg = _message(row)
             ftype = "message_added" if msg["message_type"] == "assistant" and msg.get("reply_to") is not None \
                 else "message_received"
             events.append(StoredEvent(msg["seq"], ftype, {"message": msg, "seq": msg["seq"]}))
-        for seq, conv in await self._fetchall(
-                "SELECT seq, conversation FROM conversation_events WHERE conversation_id = ? AND seq > ? ORDER BY seq",
-                (conversation_id, since_seq)):
+        for seq, conv in change_rows:
             events.append(StoredEvent(seq, "conversation_updated", {"conversation": json.loads(conv), "seq": seq}))
         events.sort(key=lambda e: e.seq)
         return events

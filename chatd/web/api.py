@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chatd.errors import Forbidden, InvalidMessage, Unauthorized
+from chatd.errors import Forbidden, InvalidMessage, RateLimited, Unauthorized
 from chatd.web.base import ApiHandler
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -19,7 +19,13 @@ def parse_id(text: str) -> Any:
 class _AccountHandler(ApiHandler):
     public = True
 
-    def credentials(self) -> tuple[str, str]:
+    async def credentials(self) -> tuple[str, str]:
+        """The username and password of the body, after the per-address attempt limit."""
+        cfg = self.config
+        retry = await self.settings["limiter"].hit(f"auth:{self.request.remote_ip}", cfg.rate_auth_attempts,
+                                                   cfg.rate_auth_window_s)
+        if retry is not None:
+            raise RateLimited("Too many sign-in attempts; try again later", retry_after=retry)
         body = self.json_body()
         username = self.field(body, "username", str, required=True)
         password = self.field(body, "password", str, required=True)
@@ -41,7 +47,7 @@ class RegisterHandler(_AccountHandler):
         """Create an account and return a token (409 if the name is taken)."""
         if not self.config.registration_enabled:
             raise Forbidden("Registration is turned off on this server")
-        username, password = self.credentials()
+        username, password = await self.credentials()
         if not USERNAME.match(username):
             raise InvalidMessage("Field `username` must be 1-64 letters, digits or _.@-")
         if len(password) < MIN_PASSWORD:
@@ -55,7 +61,7 @@ class LoginHandler(_AccountHandler):
 
     async def post(self) -> None:
         """Check the password and return a token (401, the same for an unknown user)."""
-        username, password = self.credentials()
+        username, password = await self.credentials()
         user = await self.store.get_user_by_name(username)
         ok = await self.passwords.verify(user["password_hash"] if user else None, password)
         if not ok or user is None:
@@ -94,7 +100,9 @@ class ConversationsHandler(ApiHandler):
         """The user's conversations, newest first, paged by `before`."""
         limit = self.int_arg("limit", 50, minimum=1, maximum=200)
         before = self.get_query_argument("before", None) or None
-        convs = await self.store.list_conversations(self.principal.user_id, limit, before)
+        before_id = self.get_query_argument("before_id", None) or None  # tie-breaker for equal updated_at
+        convs = await self.store.list_conversations(self.principal.user_id, limit, before,
+                                                    parse_id(before_id) if before_id else None)
         self.send_json({"conversations": [public_conversation(c) for c in convs]})
 
     async def post(self) -> None:

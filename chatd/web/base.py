@@ -10,7 +10,7 @@ import tornado.web
 from chatd.auth import PasswordHasher, Principal, TokenService
 from chatd.chat import ChatService
 from chatd.config import Settings
-from chatd.errors import AuthError, ChatdError, InvalidJSON, InvalidMessage, Unauthorized
+from chatd.errors import AuthError, ChatdError, InvalidJSON, InvalidMessage, MessageTooLong, RateLimited, Unauthorized
 from chatd.metrics import Metrics
 from chatd.plugins import PluginRegistry
 from chatd.store import Store
@@ -75,7 +75,10 @@ class ApiHandler(Services, tornado.web.RequestHandler):
         """Bearer tokens, not cookies: no XSRF cookie to check."""
 
     async def prepare(self) -> None:
-        """Authenticate unless the route is public."""
+        """Refuse oversized bodies, then authenticate unless the route is public."""
+        limit = max(self.config.max_frame_bytes, 1 << 20)
+        if len(self.request.body or b"") > limit:
+            raise MessageTooLong(f"Request body exceeds {limit} bytes")
         if self.public:
             return
         header = self.request.headers.get("Authorization", "")

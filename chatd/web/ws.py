@@ -149,9 +149,10 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
             await self._typing(d.conversation_id, False, check=False)
             self._ack(frame.ref)
         elif t == "send_message":
-            message, _ = await self.chat.send_message(self.principal, d.conversation_id, d.content, d.message_type,
-                                                      d.client_msg_id, d.assistant_id)
-            self._ack(frame.ref, client_msg_id=d.client_msg_id, message_id=message["id"])
+            await self.chat.send_message(
+                self.principal, d.conversation_id, d.content, d.message_type, d.client_msg_id, d.assistant_id,
+                on_stored=lambda message: self._ack(frame.ref, client_msg_id=d.client_msg_id,
+                                                    message_id=message["id"]))
             if d.conversation_id in self.conn.typing_in:
                 await self._typing(d.conversation_id, False, check=False)
         elif t == "stream_response":
@@ -184,15 +185,22 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
         await self.chat.conversation_for_member(self.principal, cid)
         state = await self.registry.join(self.conn, cid)
         try:
-            active = await self.chat.active_streams(cid)
+            # The seq first, then the live replies: a reply stored in between is in neither, and its
+            # `message_added` (seq > latest) comes from the replay or the buffer, never lost.
             conv = await self.store.get_conversation(cid)
             latest = conv["seq"] if conv else 0
+            active = await self.chat.active_streams(cid)
             last = latest
+            replayed_replies = set()
             if d.since_seq is not None:
                 for event in await self.chat.events_since(cid, d.since_seq):
                     self.conn.send({"type": event.type, "data": event.data})
                     last = max(last, event.seq)
+                    if event.type == "message_added":
+                        replayed_replies.add(event.data["message"]["id"])
             state.last_seq = last
+            # A reply that finished after the snapshot was just replayed whole: it is not active.
+            active = [snap for snap in active if snap["message_id"] not in replayed_replies]
             for snap in active:
                 state.stream_index[snap["message_id"]] = snap["index"]
             joined = {"conversation_id": cid, "seq": last, "active_streams": active}
