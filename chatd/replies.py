@@ -81,8 +81,20 @@ class Reply:
         await self.publish(conversation_channel(self.state.conversation_id), self._env(frame_type, data, **kw))
 
     async def _send_chunk(self, text: str) -> None:
+        """Pass a delta through the outbound filters and emit what they let out."""
         for session in self.outbound:
             text = session.feed(text)
+        await self._emit_chunk(text)
+
+    async def _flush_filters(self) -> None:
+        """The reply ended: release text the outbound filters held back, through the whole chain."""
+        carry = ""
+        for session in self.outbound:
+            carry = (session.feed(carry) if carry else "") + session.flush()
+        await self._emit_chunk(carry)
+
+    async def _emit_chunk(self, text: str) -> None:
+        """Number a chunk, add it to the text so far, and publish it."""
         if not text:
             return
         self.state.index += 1
@@ -91,19 +103,6 @@ class Reply:
         await self._emit("stream_content", {"message_id": self.state.message_id, "content": text,
                                             "is_complete": False, "index": self.state.index},
                          index=self.state.index)
-
-    async def _flush_filters(self) -> None:
-        """The reply ended: release text the outbound filters held back, through the whole chain."""
-        carry = ""
-        for session in self.outbound:
-            carry = (session.feed(carry) if carry else "") + session.flush()
-        if carry:
-            self.state.index += 1
-            self.state.text += carry
-            await self.inflight.update(self.state)
-            await self._emit("stream_content", {"message_id": self.state.message_id, "content": carry,
-                                                "is_complete": False, "index": self.state.index},
-                             index=self.state.index)
 
     async def _maybe_checkpoint(self, force: bool = False) -> None:
         now = time.monotonic()
