@@ -123,6 +123,11 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
     chat = ChatService(settings, store, bus, limiter, plugins, make_inflight(settings), metrics)
     connections = ConnectionRegistry(bus, metrics)
     tokens = TokenService(settings)
+    if tokens.jwks_url:
+        try:
+            await tokens.refresh_jwks()
+        except Exception as e:  # the IdP may come up later: keys are fetched again on first use
+            log.warning("could not fetch JWKS at start-up (%s); will retry on first token", type(e).__name__)
     app_settings: dict[str, Any] = {
         "chatd_settings": settings,
         "store": store,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import time
@@ -13,6 +14,8 @@ import jwt
 
 from chatd.config import Settings
 from chatd.errors import AuthError
+
+log = logging.getLogger(__name__)
 
 SECRET_FILE = "jwt_secret"
 ADMIN_ROLES = frozenset({"admin", "service"})
@@ -49,17 +52,24 @@ def load_or_create_secret(data_dir: str) -> str:
 class TokenService:
     """Issues and verifies JWTs exactly as PROTOCOL.md §2 pins them."""
 
+    #: After an unknown key id, the JWKS document is fetched again at most this often.
+    JWKS_REFRESH_S = 30.0
+
     def __init__(self, settings: Settings) -> None:
         self.algorithm = settings.jwt_algorithm
         self.issuer = settings.jwt_issuer or None
         self.audience = settings.jwt_audience or None
         self.ttl = settings.token_ttl_s
+        self.jwks_url = settings.jwt_jwks_url or None
+        self._jwks: dict[str, Any] = {}  # kid -> key, from the identity provider's JWKS
+        self._jwks_fetched = 0.0
+        self._jwks_lock = asyncio.Lock()
         if self.algorithm.startswith("HS"):
             self._sign_key: Any = settings.jwt_secret or load_or_create_secret(settings.data_dir)
             self._verify_key: Any = self._sign_key
         else:
             self._sign_key = None  # tokens come from an external identity provider
-            self._verify_key = settings.jwt_public_key
+            self._verify_key = settings.jwt_public_key or None
 
     @property
     def can_issue(self) -> bool:
@@ -80,20 +90,51 @@ class TokenService:
             claims["aud"] = self.audience
         return jwt.encode(claims, self._sign_key, algorithm=self.algorithm)
 
-    def verify(self, token: Any) -> Principal:
+    async def refresh_jwks(self) -> None:
+        """Fetch the identity provider's signing keys (without blocking the event loop)."""
+        import tornado.httpclient
+
+        resp = await tornado.httpclient.AsyncHTTPClient().fetch(self.jwks_url, request_timeout=10)
+        keys: dict[str, Any] = {}
+        for jwk in jwt.PyJWKSet.from_json(resp.body.decode()).keys:
+            if jwk.algorithm_name in (self.algorithm, None) and jwk.key_id:
+                keys[jwk.key_id] = jwk.key
+        self._jwks = keys
+        self._jwks_fetched = time.monotonic()
+
+    async def _key_for(self, token: str) -> Any:
+        if self.jwks_url is None:
+            return self._verify_key
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError:
+            raise AuthError("Invalid token") from None
+        if kid not in self._jwks and time.monotonic() - self._jwks_fetched >= self.JWKS_REFRESH_S:
+            async with self._jwks_lock:  # a rotated key: fetch the document again, once
+                if kid not in self._jwks and time.monotonic() - self._jwks_fetched >= self.JWKS_REFRESH_S:
+                    try:
+                        await self.refresh_jwks()
+                    except Exception as e:
+                        log.warning("fetching JWKS failed: %s", type(e).__name__)
+                        self._jwks_fetched = time.monotonic()
+        key = self._jwks.get(kid)
+        if key is None:
+            raise AuthError("Invalid token")
+        return key
+
+    async def verify(self, token: Any) -> Principal:
         """Check signature, algorithm and claims; raise AuthError with the close reason."""
         if not isinstance(token, str) or not token:
             raise AuthError("Authentication required")
-        required = ["exp", "sub", "iat"]
-        options = {"require": required}
+        key = await self._key_for(token)
         try:
             claims = jwt.decode(
                 token,
-                self._verify_key,
+                key,
                 algorithms=[self.algorithm],
                 issuer=self.issuer,
                 audience=self.audience,
-                options=options,
+                options={"require": ["exp", "sub", "iat"]},
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("Token expired") from None

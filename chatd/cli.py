@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from chatd.config import Settings, load_settings
-from chatd.errors import ChatdError, ConfigError
+from chatd.errors import AuthError, ChatdError, ConfigError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"created user {user['username']} (id {user['id']})")
         elif args.command == "token":
             print(asyncio.run(_token(settings, args.name, args.ttl)))
-    except (ConfigError, ChatdError) as e:
+    except (ConfigError, ChatdError, AuthError) as e:
         print(f"chatd: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -40,6 +40,7 @@ class Settings:
     jwt_secret: str = ""  # default: generated into <data_dir>/jwt_secret on first run
     jwt_algorithm: str = "HS256"
     jwt_public_key: str = ""  # PEM, for RS256/ES256
+    jwt_jwks_url: str = ""  # or the identity provider's JWKS document, for RS256/ES256
     jwt_issuer: str = ""
     jwt_audience: str = ""
     token_ttl_s: int = 86400
@@ -93,7 +94,11 @@ class Settings:
         if self.jwt_algorithm.startswith("HS") and self.jwt_secret:
             need(len(self.jwt_secret.encode()) >= 32, "jwt_secret", "must be at least 32 bytes")
         if not self.jwt_algorithm.startswith("HS"):
-            need(bool(self.jwt_public_key), "jwt_public_key", f"is required for {self.jwt_algorithm}")
+            need(bool(self.jwt_public_key or self.jwt_jwks_url), "jwt_public_key",
+                 f"(or jwt_jwks_url) is required for {self.jwt_algorithm}")
+        if self.jwt_jwks_url:
+            need(self.jwt_jwks_url.startswith(("https://", "http://")), "jwt_jwks_url", "must be an http(s) URL")
+            need(not self.jwt_algorithm.startswith("HS"), "jwt_jwks_url", "needs jwt_algorithm RS256 or ES256")
         for name in ("token_ttl_s", "auth_timeout_s", "max_frame_bytes", "max_message_chars",
                      "rate_messages", "rate_window_s", "max_concurrent_replies", "rate_auth_attempts", "rate_auth_window_s",
                      "max_frames_per_second", "outbound_queue_bytes", "checkpoint_interval_s",

@@ -32,6 +32,8 @@ class _AccountHandler(ApiHandler):
         return username, password
 
     def token_answer(self, user: dict) -> dict:
+        if not self.tokens.can_issue:
+            raise Forbidden("Accounts come from the external identity provider on this server")
         return {
             "user": {"id": user["id"], "username": user["username"]},
             "access_token": self.tokens.issue(user["id"], user.get("roles")),
@@ -45,7 +47,7 @@ class RegisterHandler(_AccountHandler):
 
     async def post(self) -> None:
         """Create an account and return a token (409 if the name is taken)."""
-        if not self.config.registration_enabled:
+        if not self.config.registration_enabled or not self.tokens.can_issue:
             raise Forbidden("Registration is turned off on this server")
         username, password = await self.credentials()
         if not USERNAME.match(username):

@@ -86,7 +86,7 @@ class ApiHandler(Services, tornado.web.RequestHandler):
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Missing bearer token")
         try:
-            self.principal = self.tokens.verify(token.strip())
+            self.principal = await self.tokens.verify(token.strip())
         except AuthError as e:
             raise Unauthorized(str(e)) from None
 

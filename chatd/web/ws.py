@@ -97,7 +97,7 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
         if token is None and isinstance(raw.get("data"), dict):
             token = raw["data"].get("token")
         try:
-            principal = self.tokens.verify(token)
+            principal = await self.tokens.verify(token)
         except AuthError as e:
             self.close(protocol.CLOSE_AUTH, str(e))
             return
@@ -130,7 +130,7 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
             if token is None and isinstance(d, dict):
                 token = d.get("token")
             try:
-                principal = self.tokens.verify(token)
+                principal = await self.tokens.verify(token)
             except AuthError as e:
                 self.close(protocol.CLOSE_AUTH, str(e))
                 return
