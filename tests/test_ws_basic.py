@@ -28,3 +28,19 @@ async def test_chat_with_demo_assistant(chatd):
     complete = next(f for f in frames if f["type"] == "stream_complete")["data"]
     assert complete["usage"]["completion_tokens"] >= 40
     assert complete["finish_reason"] == "stop"
+
+
+@pytest.mark.asyncio
+async def test_sender_gets_its_ack_before_its_own_message_received(chatd):
+    _, token = await chatd.register()
+    conv = await chatd.conversation(token)
+    ws = await chatd.ws(token)
+    await ws.send({"type": "join_conversation", "data": {"conversation_id": conv["id"]}})
+    await ws.expect("joined")
+    await ws.send({"type": "send_message", "ref": "r1", "data": {
+        "conversation_id": conv["id"], "content": "order?", "message_type": "user", "client_msg_id": "o1"}})
+    frames = await ws.collect_until("message_received")
+    types = [f["type"] for f in frames]
+    assert types.index("ack") < types.index("message_received")
+    ack = frames[types.index("ack")]["data"]
+    assert ack == {"ref": "r1", "client_msg_id": "o1", "message_id": frames[-1]["data"]["message"]["id"]}
