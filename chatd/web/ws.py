@@ -18,6 +18,8 @@ from chatd.web.base import Services
 
 log = logging.getLogger(__name__)
 
+CLOSE_HANDSHAKE_S = 1.0  # how long a closing peer gets to answer our close frame
+
 
 class ChatSocket(Services, tornado.websocket.WebSocketHandler):
     """`GET /api/v1/chat/ws`: one client connection."""
@@ -39,6 +41,18 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
             return origin.rstrip("/") in [o.rstrip("/") for o in allowed]
         host = self.request.headers.get("Host", "")
         return urlparse(origin).netloc.lower() == host.lower()
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Send a close frame; cut the TCP connection if the peer has not answered within a second.
+
+        Tornado waits 5 s for the peer's close frame. A peer that stopped reading or died never
+        sends one, and its socket and buffers would be held that long.
+        """
+        conn = self.ws_connection
+        super().close(code, reason)
+        stream = getattr(conn, "stream", None)
+        if stream is not None and not stream.closed():
+            asyncio.get_running_loop().call_later(CLOSE_HANDSHAKE_S, stream.close)
 
     def open(self, *args: Any) -> None:
         """Wait for the auth frame, at most `auth_timeout_s`."""
