@@ -1,7 +1,8 @@
 """A bare Tornado WebSocket server: the baseline chatd's figures are divided by.
 
-It echoes every text frame (ping baseline) and, on `{"fanout": N, "size": S}`, writes N
-frames of S bytes to every connected socket (fan-out baseline), like a stream to N joiners.
+It echoes every text frame (ping baseline); on `{"fanout": N, "size": S}` it writes N frames
+of S bytes to every connected socket, like a stream to N joiners; on `{"broadcast": M}` it
+writes M to every socket, like a message to a conversation's members.
 """
 from __future__ import annotations
 
@@ -31,7 +32,11 @@ class EchoFanout(tornado.websocket.WebSocketHandler):
     async def on_message(self, message: str | bytes) -> None:
         """Echo, or fan out N frames to every peer."""
         obj = json.loads(message)
-        if "fanout" in obj:
+        if "broadcast" in obj:  # one message to everyone, like message_received
+            frame = json.dumps({"type": "message_received", "data": {"message": obj["broadcast"]}})
+            for peer in list(self.peers):
+                peer.write_message(frame)
+        elif "fanout" in obj:
             payload = "x" * obj["size"]
             for i in range(obj["fanout"]):
                 frame = json.dumps({"type": "stream_content", "data": {"content": payload, "index": i}})

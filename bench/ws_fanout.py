@@ -1,7 +1,9 @@
 """Benchmark: chatd's ping round trip and stream fan-out, as ratios to a bare Tornado server.
 
 Both servers run as subprocesses of this one on 127.0.0.1; the client side is the same code
-for both. Run: `.venv/bin/python -m bench.ws_fanout [--clients 50] [--pings 2000]`.
+for both. For each message chatd sends every member connection two frames (message_received,
+and conversation_updated for the sidebar, as PROTOCOL.md §4 requires) where the bare server
+sends one; the frames/s figures show that. Run: `.venv/bin/python -m bench.ws_fanout [--clients 50] [--pings 2000]`.
 """
 from __future__ import annotations
 
@@ -39,6 +41,23 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+def get(url: str, token: str) -> dict:
+    """GET JSON with a bearer token."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def make_admin(data_dir: str, env: dict) -> str:
+    """Create an admin account with the CLI (system messages need the role); its token."""
+    cli = [sys.executable, "-m", "chatd"]
+    subprocess.run(cli + ["user", "create", "benchadmin", "--role", "admin", "--password-stdin",
+                          "--data-dir", data_dir], input="bench-admin-password\n", text=True, env=env,
+                   check=True, capture_output=True)
+    return subprocess.run(cli + ["token", "benchadmin", "--data-dir", data_dir], env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
 
 
 def post(url: str, body: dict, token: str | None = None) -> dict:
@@ -80,7 +99,20 @@ async def drain_until(ws, stop_type: str) -> int:
             return n
 
 
-async def bench_baseline(port: int, clients: int, frames: int, size: int, pings: int) -> dict:
+async def count_until(ws, ftype: str, n: int) -> int:
+    """Read until n frames of a type have arrived; how many frames were read in all."""
+    seen = frames = 0
+    while seen < n:
+        msg = await asyncio.wait_for(ws.read_message(), 60)
+        if msg is None:
+            raise RuntimeError("socket closed")
+        frames += 1
+        if json.loads(msg)["type"] == ftype:
+            seen += 1
+    return frames
+
+
+async def bench_baseline(port: int, clients: int, frames: int, size: int, pings: int, messages: int) -> dict:
     """Figures for the bare Tornado server."""
     url = f"ws://127.0.0.1:{port}/ws"
     rtt = await ping_rtt(url, pings, lambda i: json.dumps({"type": "ping", "data": {"i": i}}), None)
@@ -89,17 +121,24 @@ async def bench_baseline(port: int, clients: int, frames: int, size: int, pings:
     await socks[0].write_message(json.dumps({"fanout": frames, "size": size}))
     counts = await asyncio.gather(*(drain_until(s, "done") for s in socks))
     elapsed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(messages):
+        await socks[i % clients].write_message(json.dumps({"broadcast": {"content": f"message {i}"}}))
+    msg_frames = sum(await asyncio.gather(*(count_until(s, "message_received", messages) for s in socks)))
+    msg_elapsed = time.perf_counter() - t0
     for s in socks:
         s.close()
-    return {"rtt": rtt, "fanout_s": elapsed, "frames": sum(counts)}
+    return {"rtt": rtt, "fanout_s": elapsed, "frames": sum(counts), "messages_s": msg_elapsed, "msg_frames": msg_frames}
 
 
-async def bench_chatd(port: int, clients: int, frames: int, size: int, pings: int) -> dict:
+async def bench_chatd(port: int, clients: int, frames: int, size: int, pings: int, messages: int,
+                      admin_token: str) -> dict:
     """Figures for chatd: app-level ping/pong, and one /echo reply streamed to every joiner."""
     base = f"http://127.0.0.1:{port}"
     url = f"ws://127.0.0.1:{port}/api/v1/chat/ws"
     token = post(base + "/api/v1/auth/register", {"username": "bench", "password": "bench-password"})["access_token"]
-    conv = post(base + "/api/v1/conversations", {"title": "bench"}, token)["conversation"]
+    admin_id = get(base + "/api/v1/me", admin_token)["id"]
+    conv = post(base + "/api/v1/conversations", {"title": "bench", "member_ids": [admin_id]}, token)["conversation"]
     auth = {"type": "auth", "token": token}
     rtt = await ping_rtt(url, pings, lambda i: json.dumps({"type": "ping", "data": {"i": i}}), auth)
     socks = []
@@ -117,9 +156,20 @@ async def bench_chatd(port: int, clients: int, frames: int, size: int, pings: in
         "conversation_id": conv["id"], "content": "/echo " + text, "message_type": "user"}}))
     counts = await asyncio.gather(*(drain_until(s, "message_added") for s in socks))
     elapsed = time.perf_counter() - t0
+    # Messages: stored (a seq each, SQLite), acked, and fanned out; system messages start no reply.
+    admin = await websocket_connect(url)
+    await admin.write_message(json.dumps({"type": "auth", "token": admin_token}))
+    await admin.read_message()
+    t0 = time.perf_counter()
+    for i in range(messages):
+        await admin.write_message(json.dumps({"type": "send_message", "data": {
+            "conversation_id": conv["id"], "content": f"message {i}", "message_type": "system"}}))
+    msg_frames = sum(await asyncio.gather(*(count_until(s, "message_received", messages) for s in socks)))
+    msg_elapsed = time.perf_counter() - t0
+    admin.close()
     for s in socks:
         s.close()
-    return {"rtt": rtt, "fanout_s": elapsed, "frames": sum(counts)}
+    return {"rtt": rtt, "fanout_s": elapsed, "frames": sum(counts), "messages_s": msg_elapsed, "msg_frames": msg_frames}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -144,8 +194,10 @@ async def run(args: argparse.Namespace) -> None:
         procs.append(subprocess.Popen([sys.executable, "-m", "chatd", "serve", "--host", "127.0.0.1", "--port",
                                        str(cport), "--data-dir", data_dir], env=env))
         wait_http(f"http://127.0.0.1:{cport}/healthz")
-        base = await bench_baseline(bport, args.clients, args.frames, args.size, args.pings)
-        chatd = await bench_chatd(cport, args.clients, args.frames, args.size, args.pings)
+        admin_token = make_admin(data_dir, env)
+        base = await bench_baseline(bport, args.clients, args.frames, args.size, args.pings, args.messages)
+        chatd = await bench_chatd(cport, args.clients, args.frames, args.size, args.pings, args.messages,
+                                  admin_token)
     finally:
         for p in procs:
             p.terminate()
@@ -156,8 +208,13 @@ async def run(args: argparse.Namespace) -> None:
         fps = r["frames"] / r["fanout_s"]
         print(f"{name:13s} ping p50={pct(r['rtt'], 50):.3f}ms p99={pct(r['rtt'], 99):.3f}ms  "
               f"fanout: {r['frames']} stream frames in {r['fanout_s']*1000:.0f}ms = {fps:,.0f} frames/s")
+    for name, r in (("tornado-bare", base), ("chatd", chatd)):
+        print(f"{name:13s} messages: {args.messages} to {args.clients} clients in {r['messages_s']*1000:.0f}ms "
+              f"= {args.messages / r['messages_s']:,.0f} msg/s; {r['msg_frames']} frames received "
+              f"= {r['msg_frames'] / r['messages_s']:,.0f} frames/s")
     print(f"ratio chatd/bare: ping p50 x{pct(chatd['rtt'], 50) / pct(base['rtt'], 50):.2f}, "
-          f"fan-out throughput x{(chatd['frames'] / chatd['fanout_s']) / (base['frames'] / base['fanout_s']):.2f}")
+          f"fan-out throughput x{(chatd['frames'] / chatd['fanout_s']) / (base['frames'] / base['fanout_s']):.2f}, "
+          f"message throughput x{base['messages_s'] / chatd['messages_s']:.2f}")
 
 
 def main() -> None:
@@ -168,6 +225,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200, help="chunks in the streamed reply")
     parser.add_argument("--size", type=int, default=16, help="characters per chunk")
     parser.add_argument("--tps", type=float, default=100000, help="demo tokens per second")
+    parser.add_argument("--messages", type=int, default=500, help="messages sent to the conversation")
     parser.add_argument("--coalesce-ms", type=float, default=0.0,
                         help="chatd's coalescing window; 0 sends one frame per delta, like the baseline")
     asyncio.run(run(parser.parse_args()))
