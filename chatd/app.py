@@ -98,6 +98,9 @@ class ChatdServer:
                 sock.close(protocol.CLOSE_GOING_AWAY, "Server shutting down")
             except Exception:
                 log.debug("close failed", exc_info=True)
+        # Frames already being handled finish before the store they use is closed.
+        if not await self.connections.wait_idle(5.0):
+            log.warning("%d frames still being handled at shutdown", self.connections.frames_in_flight)
         await asyncio.sleep(0.05)  # let close frames go out
         if self.http is not None:
             await self.http.close_all_connections()

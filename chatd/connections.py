@@ -197,6 +197,28 @@ class ConnectionRegistry:
         self.by_user: dict[Any, set[Connection]] = {}
         self.by_conv: dict[Any, set[Connection]] = {}
         self._handlers: dict[str, Callable[[dict], None]] = {}
+        self.frames_in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def frame_started(self) -> None:
+        """A client frame is being handled (shutdown waits for it before closing the store)."""
+        self.frames_in_flight += 1
+        self._idle.clear()
+
+    def frame_finished(self) -> None:
+        """A client frame's handling ended."""
+        self.frames_in_flight -= 1
+        if self.frames_in_flight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no frame is being handled; False if that took longer than `timeout`."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     @property
     def connection_count(self) -> int:

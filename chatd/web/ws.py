@@ -69,6 +69,13 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
 
     async def on_message(self, message: str | bytes) -> None:
         """Handle one frame; the next is not read until this returns (arrival order)."""
+        self.registry.frame_started()
+        try:
+            await self._handle(message)
+        finally:
+            self.registry.frame_finished()
+
+    async def _handle(self, message: str | bytes) -> None:
         if not self.rate.allow():
             self.close(protocol.CLOSE_ABUSE, "Too many frames")
             return
