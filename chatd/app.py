@@ -46,26 +46,48 @@ def make_store(settings: Settings) -> Store:
     raise ConfigError(f"store {settings.store!r} is not available in this build")
 
 
-def make_bus(settings: Settings) -> Bus:
+def make_redis(settings: Settings) -> Any:
+    """The process's one `redis.asyncio` client (None unless the bus or the limiter uses Redis)."""
+    if settings.bus != "redis" and settings.limiter != "redis":
+        return None
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(settings.redis_url, decode_responses=False, health_check_interval=10,
+                                   socket_connect_timeout=2, socket_keepalive=True)
+
+
+def make_bus(settings: Settings, redis_client: Any = None) -> Bus:
     """The configured bus back-end."""
     if settings.bus == "local":
         from chatd.bus.local import LocalBus
 
         return LocalBus()
+    if settings.bus == "redis" and redis_client is not None:
+        from chatd.bus.redis import RedisBus
+
+        return RedisBus(redis_client, settings.redis_prefix)
     raise ConfigError(f"bus {settings.bus!r} is not available in this build")
 
 
-def make_limiter(settings: Settings) -> Limiter:
+def make_limiter(settings: Settings, redis_client: Any = None) -> Limiter:
     """The configured limiter back-end."""
     if settings.limiter == "local":
         from chatd.limiter.local import LocalLimiter
 
         return LocalLimiter()
+    if settings.limiter == "redis" and redis_client is not None:
+        from chatd.limiter.redis import RedisLimiter
+
+        return RedisLimiter(redis_client, settings.redis_prefix)
     raise ConfigError(f"limiter {settings.limiter!r} is not available in this build")
 
 
-def make_inflight(settings: Settings) -> InflightRegistry:
+def make_inflight(settings: Settings, redis_client: Any = None) -> InflightRegistry:
     """Where in-flight replies are kept (in-process unless the bus is shared)."""
+    if settings.bus == "redis" and redis_client is not None:
+        from chatd.inflight_redis import RedisInflight
+
+        return RedisInflight(redis_client, settings.redis_prefix, settings.owner_lease_s)
     return LocalInflight()
 
 
@@ -83,6 +105,7 @@ class ChatdServer:
     connections: ConnectionRegistry
     http: tornado.httpserver.HTTPServer | None = None
     port: int = 0
+    redis: Any = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self) -> None:
@@ -106,6 +129,8 @@ class ChatdServer:
             await self.http.close_all_connections()
         await self.bus.close()
         await self.limiter.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.plugins.aclose()
         await self.store.close()
         self.stopped.set()
@@ -118,13 +143,14 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
     plugins.configure(settings.providers, settings.assistants)
     store = make_store(settings)
     await store.open()
-    bus = make_bus(settings)
+    redis_client = make_redis(settings)
+    bus = make_bus(settings, redis_client)
     await bus.start()
-    limiter = make_limiter(settings)
+    limiter = make_limiter(settings, redis_client)
     await limiter.start()
     metrics = Metrics()
-    chat = ChatService(settings, store, bus, limiter, plugins, make_inflight(settings), metrics)
-    connections = ConnectionRegistry(bus, metrics)
+    chat = ChatService(settings, store, bus, limiter, plugins, make_inflight(settings, redis_client), metrics)
+    connections = ConnectionRegistry(bus, metrics, fetch_events=chat.events_since)
     tokens = TokenService(settings)
     if tokens.jwks_url:
         try:
@@ -154,7 +180,7 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
     app = tornado.web.Application(handlers, **app_settings)
     await chat.start()
     return ChatdServer(settings=settings, app=app, store=store, bus=bus, limiter=limiter, plugins=plugins,
-                       chat=chat, connections=connections)
+                       chat=chat, connections=connections, redis=redis_client)
 
 
 async def start_server(settings: Settings, **kw: Any) -> ChatdServer:

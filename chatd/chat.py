@@ -66,6 +66,8 @@ class ChatService:
         self.owner = make_owner_id()
         self.closing = False
         self._replies: dict[Any, Reply] = {}
+        self._suspects: dict[Any, float] = {}  # orphan candidates (message id → first seen dead)
+        self._sweeper: asyncio.Task | None = None
         self.titles = Titler(self)
         self._timing = ReplyTiming(coalesce_s=settings.coalesce_ms / 1000.0,
                                    coalesce_max_chars=settings.coalesce_max_chars,
@@ -75,15 +77,49 @@ class ChatService:
     async def start(self) -> None:
         """Listen for stop requests and mark replies of dead processes as interrupted."""
         await self.bus.subscribe(CONTROL_CHANNEL, self._on_control)
+        await self.inflight.start(self.owner)
         await self.sweep_orphans()
+        if self.inflight.shared:  # other processes may die at any time: sweep periodically
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="orphan-sweeper")
+
+    async def _sweep_loop(self) -> None:
+        interval = self.settings.owner_lease_s / 2
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_orphans()
+            except Exception:  # Redis or the store briefly away: try again next round
+                log.warning("orphan sweep failed", exc_info=True)
+
+    async def _owner_dead(self, msg: dict) -> bool:
+        """Whether the reply's owner is certainly gone (with shared leases: absent for a grace period,
+        so a Redis that restarted empty does not orphan live replies before their owners re-lease)."""
+        owner = msg.get("owner")
+        if owner == self.owner:
+            return False
+        alive = await self.inflight.owner_alive(owner)
+        if alive is None:
+            return not owner_is_alive(owner)
+        if alive:
+            self._suspects.pop(msg["id"], None)
+            return False
+        loop = asyncio.get_running_loop()
+        first = self._suspects.setdefault(msg["id"], loop.time())
+        return loop.time() - first >= self.settings.owner_lease_s / 2
 
     async def sweep_orphans(self) -> int:
         """Store replies whose owner died as `interrupted`, keeping the checkpointed text."""
         count = 0
-        for msg in await self.store.streaming_replies():
-            owner = msg.get("owner")
-            if owner == self.owner or owner_is_alive(owner):
+        streaming = await self.store.streaming_replies()
+        live_ids = {msg["id"] for msg in streaming}
+        for mid in [m for m in self._suspects if m not in live_ids]:
+            del self._suspects[mid]
+        for msg in streaming:
+            if not await self._owner_dead(msg):
                 continue
+            self._suspects.pop(msg["id"], None)
+            if not await self.inflight.claim_sweep(msg["id"]):
+                continue  # another process's sweep finishes it
             stored = await self.store.finish_reply(msg["id"], msg["content"], "interrupted", None, "error")
             await self._publish_message_added(stored)
             count += 1
@@ -103,6 +139,14 @@ class ChatService:
         if remaining:
             await asyncio.wait(remaining, timeout=5)
         await self.titles.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._sweeper = None
+        await self.inflight.close()
         await self.bus.unsubscribe(CONTROL_CHANNEL, self._on_control)
 
     @property

@@ -35,6 +35,8 @@ class Settings:
     bus: str = "local"
     limiter: str = "local"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "chatd:"  # channel and key prefix: several deployments may share one Redis
+    owner_lease_s: float = 5.0  # with Redis: a process whose lease lapsed this long has its replies interrupted
 
     # Authentication.
     jwt_secret: str = ""  # default: generated into <data_dir>/jwt_secret on first run
@@ -102,7 +104,7 @@ class Settings:
         for name in ("token_ttl_s", "auth_timeout_s", "max_frame_bytes", "max_message_chars",
                      "rate_messages", "rate_window_s", "max_concurrent_replies", "rate_auth_attempts", "rate_auth_window_s",
                      "max_frames_per_second", "outbound_queue_bytes", "checkpoint_interval_s",
-                     "coalesce_max_chars", "history_messages"):
+                     "coalesce_max_chars", "history_messages", "owner_lease_s"):
             need(getattr(self, name) > 0, name, "must be positive")
         for name in ("heartbeat_interval_s", "heartbeat_timeout_s", "coalesce_ms", "shutdown_grace_s"):
             need(getattr(self, name) >= 0, name, "must not be negative")

@@ -5,13 +5,20 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from chatd import protocol
 from chatd.bus import Bus, conversation_channel, user_channel
 from chatd.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+#: How long an event that skips a seq waits for the missing ones before they are read from the
+#: store (with several processes, two events of a conversation may arrive out of seq order).
+GAP_WAIT_S = 0.2
+
+#: (conversation_id, since_seq) → the stored events with seq > since_seq (`ChatService.events_since`).
+FetchEvents = Callable[[Any, int], Awaitable[list]]
 
 
 class Socket(Protocol):
@@ -31,6 +38,8 @@ class JoinState:
     last_seq: int = 0
     stream_index: dict[Any, int] = field(default_factory=dict)
     buffer: list[dict] | None = None  # events held while a join replays history
+    held: dict[int, list[dict]] = field(default_factory=dict)  # events past a seq gap, by seq
+    gap_timer: Any = None  # the pending gap fill (a TimerHandle or a Task)
 
 
 class Connection:
@@ -47,6 +56,7 @@ class Connection:
         self.typing_in: set[Any] = set()
         self.queued_bytes = 0
         self.closed = False
+        self.fetch_events: FetchEvents | None = None  # set by the registry: fills seq gaps from the store
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{session_id}")
 
@@ -114,8 +124,8 @@ class Connection:
                 if state.buffer is not None:  # also the updates that reflect a message: seq order
                     state.buffer.append(env)
                     return
-                if not self._conversation_update_in_order(state, env):
-                    return
+                self._deliver_update(state, env)
+                return
             self.send(env["frame"])
             return
         if state is None:
@@ -132,7 +142,15 @@ class Connection:
         if seq is not None:
             if seq <= state.last_seq:
                 return
+            if seq > state.last_seq + 1 and self.fetch_events is not None:
+                self._hold(state, env)
+                return
             state.last_seq = seq
+        self._send_event(state, env)
+        if seq is not None and state.held:
+            self._release_held(state)
+
+    def _send_event(self, state: JoinState, env: dict) -> None:
         index = env.get("index")
         msg = env.get("msg")
         ftype = env["frame"]["type"]
@@ -171,6 +189,85 @@ class Connection:
             return True
         return seq >= state.last_seq
 
+    # Seq gaps (several processes publish one conversation's events: they may cross in flight).
+    def _hold(self, state: JoinState, env: dict) -> None:
+        """Keep an event that skips a seq until the gap fills, or fetch the gap from the store."""
+        state.held.setdefault(env["seq"], []).append(env)
+        if state.gap_timer is None:
+            cid = env.get("conv")
+            state.gap_timer = asyncio.get_running_loop().call_later(GAP_WAIT_S, self._start_fill, cid, state)
+
+    def _deliver_update(self, state: JoinState, env: dict) -> None:
+        """A conversation_updated on a joined connection: in seq order with the conversation's events."""
+        seq = env.get("seq")
+        if seq is not None and self.fetch_events is not None and (
+                seq > state.last_seq + 1 if env.get("change") else seq > state.last_seq):
+            self._hold(state, env)
+            return
+        if self._conversation_update_in_order(state, env):
+            self.send(env["frame"])
+            if state.held:
+                self._release_held(state)
+
+    @staticmethod
+    def _advances(env: dict) -> bool:
+        """Whether the event is a stored change of its own (not an update reflecting a message)."""
+        return env["frame"]["type"] != "conversation_updated" or bool(env.get("change"))
+
+    def _release_held(self, state: JoinState) -> None:
+        """Send the held events that became contiguous (and drop those now stale)."""
+        while state.held:
+            low = min(state.held)
+            envs = state.held[low]
+            first = [e for e in envs if self._advances(e)]
+            if low > state.last_seq + (1 if first else 0):
+                return
+            del state.held[low]
+            for env in first + [e for e in envs if not self._advances(e)]:
+                self._apply_released(state, env)
+        if state.gap_timer is not None:
+            state.gap_timer.cancel()
+            state.gap_timer = None
+
+    def _apply_released(self, state: JoinState, env: dict) -> None:
+        seq = env["seq"]
+        if env["frame"]["type"] == "conversation_updated":
+            if self._conversation_update_in_order(state, env):
+                self.send(env["frame"])
+            return
+        if seq <= state.last_seq:
+            return
+        state.last_seq = seq
+        self._send_event(state, env)
+
+    def _start_fill(self, conversation_id: Any, state: JoinState) -> None:
+        state.gap_timer = asyncio.ensure_future(self._fill_gap(conversation_id, state))
+
+    async def _fill_gap(self, conversation_id: Any, state: JoinState) -> None:
+        """The gap did not fill in time: read the missing changes from the store, then go on."""
+        try:
+            events = await self.fetch_events(conversation_id, state.last_seq) if self.fetch_events else []
+        except Exception:
+            log.warning("could not fetch missed events of %s", conversation_id, exc_info=True)
+            events = []
+        finally:
+            state.gap_timer = None
+        if self.closed or self.joined.get(conversation_id) is not state:
+            return
+        top = max(state.held) if state.held else state.last_seq
+        for event in events:
+            if state.last_seq < event.seq <= top:
+                state.last_seq = event.seq
+                self.send({"type": event.type, "data": event.data})
+        self._release_held(state)
+        while state.held:  # what is still held lies past a gap the store does not have: send it anyway
+            low = min(state.held)
+            log.warning("seq gap before %d of %s not in the store; skipping it", low, conversation_id)
+            state.last_seq = max(state.last_seq, low - 1)
+            for env in state.held.pop(low):
+                self._apply_released(state, env)
+            self._release_held(state)
+
     def begin_join(self, conversation_id: Any) -> JoinState:
         """Start buffering the conversation's live events while history is replayed."""
         state = JoinState(buffer=[])
@@ -182,8 +279,7 @@ class Connection:
         buffered, state.buffer = state.buffer or [], None
         for env in buffered:
             if env["frame"]["type"] == "conversation_updated":
-                if self._conversation_update_in_order(state, env):
-                    self.send(env["frame"])
+                self._deliver_update(state, env)
             else:
                 self._apply(state, env)
 
@@ -191,9 +287,11 @@ class Connection:
 class ConnectionRegistry:
     """Routes bus events to this process's connections; subscribes each channel once."""
 
-    def __init__(self, bus: Bus, metrics: Metrics) -> None:
+    def __init__(self, bus: Bus, metrics: Metrics, fetch_events: FetchEvents | None = None) -> None:
         self.bus = bus
         self.metrics = metrics
+        self.fetch_events = fetch_events
+        self._subscribing: dict[str, asyncio.Future] = {}
         self.by_user: dict[Any, set[Connection]] = {}
         self.by_conv: dict[Any, set[Connection]] = {}
         self._handlers: dict[str, Callable[[dict], None]] = {}
@@ -231,6 +329,9 @@ class ConnectionRegistry:
 
     async def _subscribe(self, channel: str, targets: set[Connection]) -> None:
         if channel in self._handlers:
+            pending = self._subscribing.get(channel)
+            if pending is not None:  # another join's subscription is not live yet: wait for it
+                await asyncio.shield(pending)
             return
 
         def handler(env: dict) -> None:
@@ -238,7 +339,17 @@ class ConnectionRegistry:
                 conn.deliver(env)
 
         self._handlers[channel] = handler
-        await self.bus.subscribe(channel, handler)
+        done = asyncio.get_running_loop().create_future()
+        self._subscribing[channel] = done
+        try:
+            await self.bus.subscribe(channel, handler)
+        except BaseException:
+            if self._handlers.get(channel) is handler:
+                del self._handlers[channel]
+            raise
+        finally:
+            del self._subscribing[channel]
+            done.set_result(None)
 
     async def _unsubscribe(self, channel: str) -> None:
         handler = self._handlers.pop(channel, None)
@@ -247,6 +358,7 @@ class ConnectionRegistry:
 
     async def add(self, conn: Connection) -> None:
         """Register an authenticated connection and its user channel."""
+        conn.fetch_events = self.fetch_events
         conns = self.by_user.setdefault(conn.user_id, set())
         conns.add(conn)
         self.metrics.connections.set(self.connection_count)
@@ -262,7 +374,10 @@ class ConnectionRegistry:
 
     async def leave(self, conn: Connection, conversation_id: Any) -> None:
         """Unsubscribe the connection from a conversation."""
-        conn.joined.pop(conversation_id, None)
+        state = conn.joined.pop(conversation_id, None)
+        if state is not None and state.gap_timer is not None:
+            state.gap_timer.cancel()
+            state.gap_timer = None
         conns = self.by_conv.get(conversation_id)
         if conns is not None:
             conns.discard(conn)

@@ -25,6 +25,23 @@ class InflightReply:
 class InflightRegistry(abc.ABC):
     """Where in-flight replies are kept; the Redis implementation shares them across processes."""
 
+    #: Whether other processes see these replies (then liveness comes from owner leases).
+    shared = False
+
+    async def start(self, owner: str) -> None:
+        """Begin serving as `owner` (the Redis registry takes and refreshes its lease)."""
+
+    async def close(self) -> None:
+        """Stop (the Redis registry drops its owner lease)."""
+
+    async def owner_alive(self, owner: str | None) -> bool | None:
+        """Whether a reply owner still runs; None when this registry cannot tell (use the pid check)."""
+        return None
+
+    async def claim_sweep(self, message_id: Any) -> bool:
+        """Reserve the right to finish an orphaned reply (one sweeper wins when several run)."""
+        return True
+
     @abc.abstractmethod
     async def claim(self, conversation_id: Any, reply_to: Any) -> bool:
         """Reserve the right to answer a message; False if it is already being answered."""

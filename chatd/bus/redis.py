@@ -1,0 +1,200 @@
+"""The Redis bus: PUBLISH on the shared client, one PubSub connection whose reader task calls the
+handlers synchronously in arrival order (so events of one publisher stay in publish order)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
+
+from chatd.bus import Bus, Handler
+
+log = logging.getLogger(__name__)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+SUBSCRIBE_TIMEOUT_S = 5.0
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+
+class RedisBus(Bus):
+    """Channels `<prefix><name>` on Redis pub/sub; `subscribe` returns once Redis confirmed it."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "chatd:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._handlers: dict[str, list[Handler]] = {}
+        self._live: dict[str, asyncio.Future] = {}  # channel → done once Redis confirmed the subscription
+        self._pending: dict[str, int] = {}  # SUBSCRIBEs sent and not yet confirmed, per channel
+        self._pubsub: Any = None
+        self._reader: asyncio.Task | None = None
+        self._closed = False
+        self._own = f"{prefix}__bus__:{uuid.uuid4().hex}"  # keeps the PubSub subscribed (and is our ping)
+        self.reconnects = 0
+
+    def _key(self, channel: str) -> str:
+        return self.prefix + channel
+
+    async def start(self) -> None:
+        """Open the PubSub connection and start the reader."""
+        await self._open()
+        self._reader = asyncio.create_task(self._read_loop(), name="redis-bus-reader")
+
+    async def _open(self) -> None:
+        """A fresh PubSub subscribed to our own channel and every channel with handlers."""
+        ps = self.client.pubsub()
+        channels = [self._key(c) for c in self._handlers]
+        for c in self._handlers:
+            self._pending[c] = 1
+        await ps.subscribe(self._own, *channels)
+        self._pubsub = ps
+
+    async def close(self) -> None:
+        """Stop the reader and close the PubSub connection; no handler is called afterwards."""
+        self._closed = True
+        self._handlers.clear()
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._reader = None
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.aclose()
+            except Exception:
+                log.debug("pubsub close failed", exc_info=True)
+            self._pubsub = None
+        for fut in self._live.values():
+            if not fut.done():
+                fut.cancel()
+        self._live.clear()
+
+    async def publish(self, channel: str, event: dict) -> None:
+        """PUBLISH the JSON-encoded event; a Redis outage is logged and the event dropped
+        (stored changes are recovered by joiners from the store; see docs/scaling.md)."""
+        data = _encoder.encode(event)
+        try:
+            await self.client.publish(self._key(channel), data)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            log.warning("bus publish on %s failed (%s); event dropped", channel, type(e).__name__)
+
+    async def subscribe(self, channel: str, handler: Handler) -> None:
+        """Add a handler; the first for a channel SUBSCRIBEs and waits for Redis's confirmation."""
+        self._handlers.setdefault(channel, []).append(handler)
+        fut = self._live.get(channel)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._live[channel] = fut
+            self._pending[channel] = self._pending.get(channel, 0) + 1
+            ps = self._pubsub
+            try:
+                if ps is not None:  # else the reconnecting reader subscribes every channel with handlers
+                    await ps.subscribe(self._key(channel))
+            except (RedisError, OSError):
+                log.warning("SUBSCRIBE %s failed; the reader re-subscribes after reconnecting", channel)
+        await asyncio.wait_for(asyncio.shield(fut), SUBSCRIBE_TIMEOUT_S)
+
+    async def unsubscribe(self, channel: str, handler: Handler) -> None:
+        """Remove a handler; the last one UNSUBSCRIBEs (without waiting)."""
+        handlers = self._handlers.get(channel)
+        if handlers and handler in handlers:
+            handlers.remove(handler)
+        if handlers is not None and not handlers:
+            del self._handlers[channel]
+            fut = self._live.pop(channel, None)
+            if fut is not None and not fut.done():
+                fut.cancel()
+            if self._pubsub is not None and not self._closed:
+                try:
+                    await self._pubsub.unsubscribe(self._key(channel))
+                except (RedisError, OSError):
+                    log.debug("UNSUBSCRIBE %s failed", channel, exc_info=True)
+
+    async def ping(self) -> bool:
+        """Redis answers and the reader runs."""
+        try:
+            ok = bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+        return ok and self._reader is not None and not self._reader.done()
+
+    def subscriber_count(self) -> int:
+        """Handlers registered, over all channels (for leak tests)."""
+        return sum(len(h) for h in self._handlers.values())
+
+    # The reader.
+    async def _read_loop(self) -> None:
+        backoff = BACKOFF_MIN_S
+        while not self._closed:
+            try:
+                msg = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, RuntimeError) as e:
+                log.warning("Redis bus connection lost (%s); reconnecting", type(e).__name__)
+                await self._reconnect(backoff)
+                backoff = BACKOFF_MIN_S
+                continue
+            if msg is not None:
+                self._dispatch(msg)
+
+    async def _reconnect(self, backoff: float) -> None:
+        old, self._pubsub = self._pubsub, None
+        if old is not None:
+            try:
+                await old.aclose()
+            except Exception:
+                log.debug("closing the broken pubsub failed", exc_info=True)
+        while not self._closed:
+            await asyncio.sleep(backoff)
+            try:
+                await self._open()
+            except (RedisError, OSError) as e:
+                log.warning("Redis bus reconnect failed (%s); retrying in %.1fs", type(e).__name__, backoff)
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
+                continue
+            self.reconnects += 1
+            log.info("Redis bus reconnected; re-subscribed %d channels", len(self._handlers))
+            return
+
+    def _dispatch(self, msg: dict) -> None:
+        kind = msg.get("type")
+        raw = msg.get("channel")
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if not name.startswith(self.prefix):
+            return
+        channel = name[len(self.prefix):]
+        if kind in (b"subscribe", "subscribe"):
+            left = self._pending.get(channel, 0) - 1
+            if left > 0:
+                self._pending[channel] = left
+                return
+            self._pending.pop(channel, None)
+            fut = self._live.get(channel)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            return
+        if kind not in (b"message", "message"):
+            return
+        handlers = self._handlers.get(channel)
+        if not handlers:
+            return
+        try:
+            event = _decoder.decode(msg["data"])
+        except msgspec.DecodeError:
+            log.warning("undecodable event on %s dropped", channel)
+            return
+        for handler in list(handlers):
+            try:
+                handler(event)
+            except Exception:
+                log.exception("bus handler failed on %s", channel)
