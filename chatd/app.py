@@ -116,6 +116,7 @@ class ChatdServer:
         if self.http is not None:
             self.http.stop()
         await self.chat.close()
+        self.connections.accepting_frames = False
         for sock in list(self.app.settings["sockets"]):
             try:
                 sock.close(protocol.CLOSE_GOING_AWAY, "Server shutting down")

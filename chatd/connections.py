@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
 from chatd import protocol
+from chatd.aio import cancel_and_wait
 from chatd.bus import Bus, conversation_channel, user_channel
 from chatd.metrics import Metrics
 
@@ -108,11 +109,7 @@ class Connection:
         """Stop the writer (the socket is already closed)."""
         self.closed = True
         self._drain()
-        self._writer.cancel()
-        try:
-            await self._writer
-        except (asyncio.CancelledError, Exception):
-            pass
+        await cancel_and_wait(self._writer)
 
     # Delivery.
     def deliver(self, env: dict) -> None:
@@ -296,13 +293,21 @@ class ConnectionRegistry:
         self.by_conv: dict[Any, set[Connection]] = {}
         self._handlers: dict[str, Callable[[dict], None]] = {}
         self.frames_in_flight = 0
+        self.accepting_frames = True
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def frame_started(self) -> None:
-        """A client frame is being handled (shutdown waits for it before closing the store)."""
+    def frame_started(self) -> bool:
+        """A client frame is about to be handled; False once shutdown stopped taking frames.
+
+        Shutdown waits for the frames already started before closing the store; frames that
+        arrive while the sockets are closing are dropped, not handled against a closed store.
+        """
+        if not self.accepting_frames:
+            return False
         self.frames_in_flight += 1
         self._idle.clear()
+        return True
 
     def frame_finished(self) -> None:
         """A client frame's handling ended."""

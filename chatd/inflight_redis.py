@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
 
 from chatd.inflight import InflightRegistry, InflightReply
+from chatd.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,8 @@ class RedisInflight(InflightRegistry):
 
     async def close(self) -> None:
         """Stop refreshing and drop the owner lease (a clean exit is not a crash)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self.owner:
             try:
                 await self.client.delete(self.owner_key(self.owner))

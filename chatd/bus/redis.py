@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
 
 from chatd.bus import Bus, Handler
+from chatd.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,8 @@ class RedisBus(Bus):
         """Stop the reader and close the PubSub connection; no handler is called afterwards."""
         self._closed = True
         self._handlers.clear()
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._reader = None
+        await cancel_and_wait(self._reader)
+        self._reader = None
         if self._pubsub is not None:
             try:
                 await self._pubsub.aclose()

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from chatd.limiter import Limiter
+from chatd.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +87,8 @@ class RedisLimiter(Limiter):
 
     async def close(self) -> None:
         """Stop refreshing (held slots expire on their own)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def _member(self) -> str:
         self._n += 1

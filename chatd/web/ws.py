@@ -69,7 +69,8 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
 
     async def on_message(self, message: str | bytes) -> None:
         """Handle one frame; the next is not read until this returns (arrival order)."""
-        self.registry.frame_started()
+        if not self.registry.frame_started():
+            return  # shutting down: the socket is being closed with 1001
         try:
             await self._handle(message)
         finally:
