@@ -57,7 +57,7 @@ export function randomId() {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
-export const idKey = (id) => (id === null || id === undefined ? '' : String(id));
+export { idKey } from './model/ids.js'; // the model's, so both agree on keys
 
 export function relativeTime(iso) {
   const t = Date.parse(iso);
