@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup setup-test frontend browser services bench clean
+.PHONY: run test lint setup setup-test frontend browser services bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ run: setup
 
 setup-test: setup browser services
 
-test: setup-test
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: setup-test lint
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: setup

@@ -22,7 +22,6 @@ setup(
         "msgspec>=0.18",
         "prometheus-client>=0.20",
         "redis>=5.0",
-        "pymongo>=4.10",
         "openai>=1.40",
         "anthropic>=0.40",
         "tiktoken>=0.7",
@@ -34,6 +33,8 @@ setup(
             "hypothesis>=6",
             "psutil>=5.9",
             "playwright>=1.45",
+            "ruff==0.17.6",  # pinned: a newer ruff may add findings to the selected rule sets
+            "mypy==2.4.1",
         ],
     },
     entry_points={

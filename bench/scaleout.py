@@ -16,27 +16,34 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-from tests.delivery.conftest import ServerProcess, ahttp, free_port, register, ws_connect
+from chatd.testing import ServerProcess, WSClient, ahttp, free_port, register, unique_name, ws_connect
 
 LONG = "x" * 4000
 
 
 def env(bus: str, redis_url: str, prefix: str) -> dict[str, str]:
-    return {"CHATD_BUS": bus, "CHATD_LIMITER": bus, "CHATD_REDIS_URL": redis_url, "CHATD_REDIS_PREFIX": prefix,
+    return {"CHATD_BUS": bus, "CHATD_LIMITER": bus, "CHATD_INFLIGHT": bus, "CHATD_REDIS_URL": redis_url,
+            "CHATD_REDIS_PREFIX": prefix,
             "CHATD_RATE_MESSAGES": "1000000", "CHATD_MAX_CONCURRENT_REPLIES": "10000",
             "CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND": "5000", "CHATD_PROVIDERS__DEMO__ECHO_CHUNK": "4",
             "CHATD_LOG_LEVEL": "WARNING"}
 
 
-async def measure(a: ServerProcess, b: ServerProcess, n: int) -> dict:
-    _, token = await register(a.base, f"u{uuid.uuid4().hex[:6]}")
-    _, body = await ahttp("POST", f"{a.base}/api/v1/conversations", token, {"title": "bench"})
+async def pair(a: ServerProcess, b: ServerProcess, name: str, title: str) -> tuple[Any, WSClient, WSClient]:
+    """A new user's conversation, a socket on A to send to it, and one on B joined to it."""
+    _, token = await register(a.base, name)
+    _, body = await ahttp("POST", f"{a.base}/api/v1/conversations", token, {"title": title})
     cid = body["conversation"]["id"]
     sender = await ws_connect(a.ws_url, token)
     reader = await ws_connect(b.ws_url, token)
-    await reader.send({"type": "join_conversation", "data": {"conversation_id": cid}})
-    await reader.expect("joined")
+    await reader.join(cid)
+    return cid, sender, reader
+
+
+async def measure(a: ServerProcess, b: ServerProcess, n: int) -> dict:
+    cid, sender, reader = await pair(a, b, unique_name(), "bench")
     lat = []
     for i in range(n):
         t0 = time.perf_counter()
@@ -69,13 +76,7 @@ async def restart(tmp: Path) -> dict:
         time.sleep(0.3)
         a = ServerProcess(tmp / "r", env("redis", url, "bench:")).start()
         b = ServerProcess(tmp / "r", env("redis", url, "bench:")).start()
-        _, token = await register(a.base, "restart")
-        _, body = await ahttp("POST", f"{a.base}/api/v1/conversations", token, {"title": "r"})
-        cid = body["conversation"]["id"]
-        sender = await ws_connect(a.ws_url, token)
-        reader = await ws_connect(b.ws_url, token)
-        await reader.send({"type": "join_conversation", "data": {"conversation_id": cid}})
-        await reader.expect("joined")
+        cid, sender, reader = await pair(a, b, "restart", "r")
         redis.terminate()
         redis.wait(10)
         down = time.perf_counter()
@@ -90,7 +91,7 @@ async def restart(tmp: Path) -> dict:
                 await reader.expect("message_received", timeout=0.1)
                 got_at = time.perf_counter()
                 break
-            except (AssertionError, asyncio.TimeoutError):
+            except (TimeoutError, AssertionError):
                 pass
         ready_at = None
         for _ in range(100):  # bounded: 10 s

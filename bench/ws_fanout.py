@@ -11,62 +11,31 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import statistics
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from pathlib import Path
 
 from tornado.websocket import websocket_connect
+
+from chatd.testing import ServerProcess, free_port, http_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def free_port() -> int:
-    """An unused loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 20.0) -> None:
-    """Poll until the URL answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def get(url: str, token: str) -> dict:
-    """GET JSON with a bearer token."""
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def make_admin(data_dir: str, env: dict) -> str:
+def make_admin(server: ServerProcess) -> str:
     """Create an admin account with the CLI (system messages need the role); its token."""
-    cli = [sys.executable, "-m", "chatd"]
-    subprocess.run(cli + ["user", "create", "benchadmin", "--role", "admin", "--password-stdin",
-                          "--data-dir", data_dir], input="bench-admin-password\n", text=True, env=env,
-                   check=True, capture_output=True)
-    return subprocess.run(cli + ["token", "benchadmin", "--data-dir", data_dir], env=env, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    server.cli("user", "create", "benchadmin", "--role", "admin", "--password-stdin", input="bench-admin-password\n")
+    return server.cli("token", "benchadmin").stdout.strip()
 
 
 def post(url: str, body: dict, token: str | None = None) -> dict:
     """POST JSON, return JSON."""
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          **({"Authorization": f"Bearer {token}"} if token else {})})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+    status, payload = http_json("POST", url, token, body)
+    assert status < 400, payload
+    return payload
 
 
 async def ping_rtt(url: str, n: int, make_ping, auth: dict | None) -> list[float]:
@@ -137,7 +106,7 @@ async def bench_chatd(port: int, clients: int, frames: int, size: int, pings: in
     base = f"http://127.0.0.1:{port}"
     url = f"ws://127.0.0.1:{port}/api/v1/chat/ws"
     token = post(base + "/api/v1/auth/register", {"username": "bench", "password": "bench-password"})["access_token"]
-    admin_id = get(base + "/api/v1/me", admin_token)["id"]
+    admin_id = http_json("GET", base + "/api/v1/me", admin_token)[1]["id"]
     conv = post(base + "/api/v1/conversations", {"title": "bench", "member_ids": [admin_id]}, token)["conversation"]
     auth = {"type": "auth", "token": token}
     rtt = await ping_rtt(url, pings, lambda i: json.dumps({"type": "ping", "data": {"i": i}}), auth)
@@ -181,20 +150,19 @@ def pct(values: list[float], p: float) -> float:
 async def run(args: argparse.Namespace) -> None:
     """Start both servers, measure, print."""
     procs = []
+    server: ServerProcess | None = None
     try:
-        bport, cport = free_port(), free_port()
+        bport = free_port()
         procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "baseline_server.py"), str(bport)],
                                       stdout=subprocess.PIPE))
         procs[-1].stdout.readline()
-        data_dir = tempfile.mkdtemp(prefix="chatd-bench-")
-        env = dict(os.environ, CHATD_LOG_LEVEL="WARNING", CHATD_RATE_MESSAGES="1000",
+        env = dict(CHATD_LOG_LEVEL="WARNING", CHATD_RATE_MESSAGES="1000",
                    CHATD_MAX_FRAMES_PER_SECOND="100000", CHATD_COALESCE_MS=str(args.coalesce_ms),
                    CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND=str(args.tps),
                    CHATD_PROVIDERS__DEMO__ECHO_CHUNK=str(args.size))
-        procs.append(subprocess.Popen([sys.executable, "-m", "chatd", "serve", "--host", "127.0.0.1", "--port",
-                                       str(cport), "--data-dir", data_dir], env=env))
-        wait_http(f"http://127.0.0.1:{cport}/healthz")
-        admin_token = make_admin(data_dir, env)
+        server = ServerProcess(Path(tempfile.mkdtemp(prefix="chatd-bench-")), env, drop_env=()).start()
+        cport = server.port
+        admin_token = make_admin(server)
         base = await bench_baseline(bport, args.clients, args.frames, args.size, args.pings, args.messages)
         chatd = await bench_chatd(cport, args.clients, args.frames, args.size, args.pings, args.messages,
                                   admin_token)
@@ -202,6 +170,8 @@ async def run(args: argparse.Namespace) -> None:
         for p in procs:
             p.terminate()
             p.wait(10)
+        if server is not None:
+            server.stop(signal.SIGTERM, timeout=10)
     print(f"clients={args.clients} pings={args.pings} reply={args.frames}x{args.size}B demo_tps={args.tps} "
           f"coalesce_ms={args.coalesce_ms}")
     for name, r in (("tornado-bare", base), ("chatd", chatd)):

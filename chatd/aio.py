@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 
 async def cancel_and_wait(task: asyncio.Task | None) -> None:
@@ -13,3 +14,12 @@ async def cancel_and_wait(task: asyncio.Task | None) -> None:
         await task
     except (asyncio.CancelledError, Exception):
         pass
+
+
+async def finished_within(awaitable: Awaitable[object], seconds: float) -> bool:
+    """Await something for at most `seconds`; whether it finished in time (it is cancelled if not)."""
+    try:
+        await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        return False
+    return True

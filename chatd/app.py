@@ -18,11 +18,14 @@ from chatd.chat import ChatService
 from chatd.config import Settings
 from chatd.connections import ConnectionRegistry
 from chatd.errors import ConfigError
-from chatd.inflight import InflightRegistry, LocalInflight
+from chatd.inflight import InflightRegistry
+from chatd.inflight.sweeper import make_owner_id
 from chatd.limiter import Limiter
 from chatd.metrics import Metrics
 from chatd.plugins import PluginRegistry
+from chatd.replies.manager import ReplyManager
 from chatd.store import Store
+from chatd.titles import Titler
 from chatd.web import api, health, static, ws
 from chatd.web.base import NotFoundHandler
 
@@ -47,8 +50,8 @@ def make_store(settings: Settings) -> Store:
 
 
 def make_redis(settings: Settings) -> Any:
-    """The process's one `redis.asyncio` client (None unless the bus or the limiter uses Redis)."""
-    if settings.bus != "redis" and settings.limiter != "redis":
+    """The process's one `redis.asyncio` client (None unless the bus, the limiter or in-flight replies use Redis)."""
+    if "redis" not in (settings.bus, settings.limiter, settings.inflight):
         return None
     import redis.asyncio as aioredis
 
@@ -83,12 +86,19 @@ def make_limiter(settings: Settings, redis_client: Any = None) -> Limiter:
 
 
 def make_inflight(settings: Settings, redis_client: Any = None) -> InflightRegistry:
-    """Where in-flight replies are kept (in-process unless the bus is shared)."""
-    if settings.bus == "redis" and redis_client is not None:
-        from chatd.inflight_redis import RedisInflight
+    """The configured in-flight reply registry."""
+    if settings.inflight == "local":
+        from chatd.inflight.local import LocalInflight
+
+        if settings.bus == "redis":
+            log.warning("bus = \"redis\" with inflight = \"local\": a client that joins on another process "
+                        "will not see replies running here until they finish; set inflight = \"redis\"")
+        return LocalInflight()
+    if settings.inflight == "redis" and redis_client is not None:
+        from chatd.inflight.redis import RedisInflight
 
         return RedisInflight(redis_client, settings.redis_prefix, settings.owner_lease_s)
-    return LocalInflight()
+    raise ConfigError(f"inflight {settings.inflight!r} is not available in this build")
 
 
 @dataclass
@@ -102,6 +112,8 @@ class ChatdServer:
     limiter: Limiter
     plugins: PluginRegistry
     chat: ChatService
+    replies: ReplyManager
+    titler: Titler
     connections: ConnectionRegistry
     http: tornado.httpserver.HTTPServer | None = None
     port: int = 0
@@ -110,12 +122,14 @@ class ChatdServer:
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, finish or interrupt replies, close sockets with 1001."""
-        if self.chat.closing:
+        if self.replies.closing:
             await self.stopped.wait()
             return
         if self.http is not None:
             self.http.stop()
-        await self.chat.close()
+        await self.replies.close()
+        await self.titler.close()
+        await self.connections.flush_all(1.0)  # the replies' last frames go out before the close frames
         self.connections.accepting_frames = False
         for sock in list(self.app.settings["sockets"]):
             try:
@@ -141,7 +155,8 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
                        load_entry_points: bool = True) -> ChatdServer:
     """Open every service and build the application (not yet listening)."""
     plugins = PluginRegistry(extra_plugins=extra_plugins, load_entry_points=load_entry_points)
-    plugins.configure(settings.providers, settings.assistants)
+    plugins.configure(settings.providers, settings.assistants, plugin_settings=settings.plugins,
+                      max_message_chars=settings.max_message_chars)
     store = make_store(settings)
     await store.open()
     redis_client = make_redis(settings)
@@ -150,8 +165,12 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
     limiter = make_limiter(settings, redis_client)
     await limiter.start()
     metrics = Metrics()
-    chat = ChatService(settings, store, bus, limiter, plugins, make_inflight(settings, redis_client), metrics)
-    connections = ConnectionRegistry(bus, metrics, fetch_events=chat.events_since)
+    inflight = make_inflight(settings, redis_client)
+    replies = ReplyManager(settings, store, bus, limiter, plugins, inflight, metrics, make_owner_id())
+    chat = ChatService(settings, store, bus, limiter, plugins, replies, inflight, metrics)
+    titler = Titler(plugins, store, chat.rename)
+    replies.on_finished(titler.schedule)
+    connections = ConnectionRegistry(bus, metrics, source=chat)
     tokens = TokenService(settings)
     if tokens.jwks_url:
         try:
@@ -165,6 +184,7 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
         "limiter": limiter,
         "plugins": plugins,
         "chat": chat,
+        "replies": replies,
         "connections": connections,
         "tokens": tokens,
         "passwords": PasswordHasher(),
@@ -179,9 +199,9 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
     handlers = ws.routes() + api.routes() + health.routes() + [(r"/api/.*", NotFoundHandler)]
     handlers += static.routes(app_settings)
     app = tornado.web.Application(handlers, **app_settings)
-    await chat.start()
+    await replies.start()
     return ChatdServer(settings=settings, app=app, store=store, bus=bus, limiter=limiter, plugins=plugins,
-                       chat=chat, connections=connections, redis=redis_client)
+                       chat=chat, replies=replies, titler=titler, connections=connections, redis=redis_client)
 
 
 async def start_server(settings: Settings, **kw: Any) -> ChatdServer:

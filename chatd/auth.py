@@ -94,6 +94,8 @@ class TokenService:
         """Fetch the identity provider's signing keys (without blocking the event loop)."""
         import tornado.httpclient
 
+        if self.jwks_url is None:
+            return
         resp = await tornado.httpclient.AsyncHTTPClient().fetch(self.jwks_url, request_timeout=10)
         keys: dict[str, Any] = {}
         for jwk in jwt.PyJWKSet.from_json(resp.body.decode()).keys:
@@ -117,7 +119,7 @@ class TokenService:
                     except Exception as e:
                         log.warning("fetching JWKS failed: %s", type(e).__name__)
                         self._jwks_fetched = time.monotonic()
-        key = self._jwks.get(kid)
+        key = self._jwks.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise AuthError("Invalid token")
         return key

@@ -6,10 +6,11 @@ import asyncio
 import getpass
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from chatd.config import Settings, load_settings
 from chatd.errors import AuthError, ChatdError, ConfigError
+from chatd.models import User
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -44,7 +45,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides=overrides)
 
 
-async def _user_create(settings: Settings, name: str, password: str, roles: list[str]) -> dict:
+async def _user_create(settings: Settings, name: str, password: str, roles: list[str]) -> User:
     from chatd.app import make_store
     from chatd.auth import PasswordHasher
 
@@ -68,7 +69,7 @@ async def _token(settings: Settings, name: str, ttl: int | None) -> str:
         await store.close()
     if user is None:
         raise ConfigError(f"no user named {name!r}; create one with: chatd user create {name}")
-    return TokenService(settings).issue(user["id"], user["roles"], ttl)
+    return TokenService(settings).issue(user.id, user.roles, ttl)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if len(password) < 8:
                 raise ConfigError("password must be at least 8 characters")
             user = asyncio.run(_user_create(settings, args.name, password, args.role))
-            print(f"created user {user['username']} (id {user['id']})")
+            print(f"created user {user.username} (id {user.id})")
         elif args.command == "token":
             print(asyncio.run(_token(settings, args.name, args.ttl)))
     except (ConfigError, ChatdError, AuthError) as e:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, get_type_hints
+from typing import Any, get_type_hints
 
 from chatd.errors import ConfigError
 
@@ -31,9 +32,9 @@ class Settings:
     # Store, bus, limiter back-ends.
     store: str = "sqlite"
     sqlite_path: str = ""  # default: <data_dir>/chatd.sqlite3
-    mongo_url: str = ""
     bus: str = "local"
     limiter: str = "local"
+    inflight: str = "local"  # where replies being generated are kept: "redis" shares them with every process
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "chatd:"  # channel and key prefix: several deployments may share one Redis
     owner_lease_s: float = 5.0  # with Redis: a process whose lease lapsed this long has its replies interrupted
@@ -81,7 +82,7 @@ class Settings:
         """The SQLite file."""
         return self.sqlite_path or os.path.join(self.data_dir, "chatd.sqlite3")
 
-    def validate(self) -> "Settings":
+    def validate(self) -> Settings:
         """Check ranges and choices; raise ConfigError naming the bad setting."""
         def need(cond: bool, name: str, what: str) -> None:
             if not cond:
@@ -91,6 +92,7 @@ class Settings:
         need(self.store in ("sqlite", "mongo"), "store", "must be 'sqlite' or 'mongo'")
         need(self.bus in ("local", "redis"), "bus", "must be 'local' or 'redis'")
         need(self.limiter in ("local", "redis"), "limiter", "must be 'local' or 'redis'")
+        need(self.inflight in ("local", "redis"), "inflight", "must be 'local' or 'redis'")
         need(self.jwt_algorithm in ("HS256", "HS384", "HS512", "RS256", "ES256"), "jwt_algorithm",
              "must be HS256, HS384, HS512, RS256 or ES256")
         if self.jwt_algorithm.startswith("HS") and self.jwt_secret:
@@ -102,8 +104,8 @@ class Settings:
             need(self.jwt_jwks_url.startswith(("https://", "http://")), "jwt_jwks_url", "must be an http(s) URL")
             need(not self.jwt_algorithm.startswith("HS"), "jwt_jwks_url", "needs jwt_algorithm RS256 or ES256")
         for name in ("token_ttl_s", "auth_timeout_s", "max_frame_bytes", "max_message_chars",
-                     "rate_messages", "rate_window_s", "max_concurrent_replies", "rate_auth_attempts", "rate_auth_window_s",
-                     "max_frames_per_second", "outbound_queue_bytes", "checkpoint_interval_s",
+                     "rate_messages", "rate_window_s", "max_concurrent_replies", "rate_auth_attempts",
+                     "rate_auth_window_s", "max_frames_per_second", "outbound_queue_bytes", "checkpoint_interval_s",
                      "coalesce_max_chars", "history_messages", "owner_lease_s"):
             need(getattr(self, name) > 0, name, "must be positive")
         for name in ("heartbeat_interval_s", "heartbeat_timeout_s", "coalesce_ms", "shutdown_grace_s"):

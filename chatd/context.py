@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from chatd.models import Message
 from chatd.providers import Assistant, Turn
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ def count_tokens(model: str, text: str) -> int:
     return token_counter(model)[0](text)
 
 
-def build_context(assistant: Assistant, history: list[dict]) -> list[Turn]:
+def build_context(assistant: Assistant, history: list[Message]) -> list[Turn]:
     """Turns for the provider: the newest messages that fit the budget, system prompt first.
 
     The budget is `context_tokens` minus the reply's `max_tokens`; the newest message is
@@ -107,11 +109,11 @@ def build_context(assistant: Assistant, history: list[dict]) -> list[Turn]:
     turns: list[Turn] = []
     used = count(assistant.system_prompt) + MESSAGE_OVERHEAD if assistant.system_prompt else 0
     for msg in reversed(history):
-        cost = count(msg["content"]) + MESSAGE_OVERHEAD
+        cost = count(msg.content) + MESSAGE_OVERHEAD
         if turns and used + cost > budget:
             break
         used += cost
-        turns.append(Turn(role=msg["message_type"], content=msg["content"]))
+        turns.append(Turn(role=msg.message_type, content=msg.content))
     turns.reverse()
     if assistant.system_prompt:
         turns.insert(0, Turn(role="system", content=assistant.system_prompt))

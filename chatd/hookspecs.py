@@ -1,7 +1,8 @@
 """The pluggy hook specifications of chatd. Hooks are synchronous; what they register is async."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pluggy
 
@@ -19,11 +20,14 @@ def register_providers(register: Callable[[str, Callable[[dict[str, Any]], Any]]
 
 
 @hookspec
-def register_filters(register: Callable[[Any], None]) -> None:
+def register_filters(register: Callable[[Any], None], plugin_settings: Mapping[str, Any]) -> None:
     """Register message filters: call `register(filter)` with an `InboundFilter` or `OutboundFilter`.
 
-    Fires once at start-up. Inbound filters run, in registration order, on every message
-    before it is stored; outbound filters rewrite assistant text as it streams.
+    Fires once at start-up, when the configuration is known. `plugin_settings` maps each
+    `[plugins.NAME]` table of the configuration by NAME (empty when there are none): build
+    your filters from your own table here. An implementation may take only `register`.
+    Inbound filters run, in registration order, on every message before it is stored;
+    outbound filters rewrite assistant text as it streams.
     Not firstresult: every plugin's implementation runs.
     """
 

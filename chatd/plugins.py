@@ -1,13 +1,17 @@
 """One plugin manager per application; entry-point plugins are loaded lazily and once."""
 from __future__ import annotations
 
+import copy
 import logging
 import os
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pluggy
 
 from chatd import hookspecs
+from chatd.builtin_filters import BuiltinFilters
 from chatd.errors import AssistantNotFound, ConfigError
 from chatd.filters import InboundFilter, OutboundFilter
 from chatd.providers import Assistant, Provider, ProviderFactory
@@ -18,7 +22,11 @@ ENTRY_POINT_GROUP = "chatd"
 
 
 class PluginRegistry:
-    """Plugins, the provider types and filters they register, and the configured assistants."""
+    """Plugins, the provider types and filters they register, and the configured assistants.
+
+    Provider types are collected when the plugins load; filters once the configuration is
+    known (`configure`), or with an empty one when they are first used before it.
+    """
 
     def __init__(self, extra_plugins: list[Any] | None = None, load_entry_points: bool = True) -> None:
         self.pm = pluggy.PluginManager("chatd")
@@ -26,42 +34,73 @@ class PluginRegistry:
         self._extra = list(extra_plugins or [])
         self._load_entry_points = load_entry_points
         self._loaded = False
+        self._builtin = BuiltinFilters()
+        self._plugin_settings: dict[str, Any] = {}
+        self._filters_loaded = False
+        self._inbound: list[InboundFilter] = []
+        self._outbound: list[OutboundFilter] = []
         self.provider_types: dict[str, ProviderFactory] = {}
-        self.inbound_filters: list[InboundFilter] = []
-        self.outbound_filters: list[OutboundFilter] = []
         self.providers: dict[str, Provider] = {}
         self.provider_type_of: dict[str, str] = {}
         self.assistants: dict[str, Assistant] = {}
 
     def load(self) -> None:
-        """Load built-in, entry-point and extra plugins and collect what they register (idempotent)."""
+        """Load built-in, entry-point and extra plugins and collect their provider types (idempotent)."""
         if self._loaded:
             return
         self._loaded = True
-        from chatd import builtin_filters
-
-        self.pm.register(builtin_filters, name="chatd.builtin_filters")
+        self.pm.register(self._builtin, name="chatd.builtin_filters")
         if self._load_entry_points:
             self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         for plugin in self._extra:
             self.pm.register(plugin)
         self.pm.hook.register_providers(register=self._register_provider)
-        self.pm.hook.register_filters(register=self._register_filter)
+
+    def _load_filters(self) -> None:
+        """Collect the filters plugins register for the configured `[plugins.*]` tables (once)."""
+        if self._filters_loaded:
+            return
+        self.load()
+        self._filters_loaded = True
+        tables = MappingProxyType(copy.deepcopy(self._plugin_settings))  # a plugin cannot change the settings
+        self.pm.hook.register_filters(register=self._register_filter, plugin_settings=tables)
+
+    @property
+    def inbound_filters(self) -> list[InboundFilter]:
+        """The inbound filters, in registration order."""
+        self._load_filters()
+        return self._inbound
+
+    @property
+    def outbound_filters(self) -> list[OutboundFilter]:
+        """The outbound filters, in registration order."""
+        self._load_filters()
+        return self._outbound
 
     def _register_provider(self, type_name: str, factory: ProviderFactory) -> None:
         self.provider_types[type_name] = factory
 
     def _register_filter(self, filt: Any) -> None:
         if isinstance(filt, InboundFilter):
-            self.inbound_filters.append(filt)
+            self._inbound.append(filt)
         elif isinstance(filt, OutboundFilter):
-            self.outbound_filters.append(filt)
+            self._outbound.append(filt)
         else:
             raise ConfigError(f"register_filters got {filt!r}, not an InboundFilter or OutboundFilter")
 
-    def configure(self, providers: dict[str, dict], assistants: list[dict], environ: dict[str, str] | None = None) -> None:
-        """Instantiate providers and assistants from config (or plugin defaults when none)."""
-        self.load()
+    def configure(self, providers: dict[str, dict], assistants: list[dict], environ: dict[str, str] | None = None,
+                  plugin_settings: Mapping[str, Any] | None = None, max_message_chars: int | None = None) -> None:
+        """Instantiate providers and assistants from config (or plugin defaults when none), and the filters.
+
+        `plugin_settings` (the `[plugins.NAME]` tables) is what `register_filters` receives;
+        `max_message_chars` is the built-in length limit (without it, read from each message's
+        `FilterContext.settings`).
+        """
+        if self._filters_loaded and (plugin_settings or max_message_chars is not None):
+            raise RuntimeError("PluginRegistry.configure: the filters were registered already, without these settings")
+        self._plugin_settings = dict(plugin_settings or {})
+        self._builtin.max_message_chars = max_message_chars
+        self._load_filters()
         providers = {name: dict(table) for name, table in providers.items()}
         assistants = [dict(a) for a in assistants]
         if not assistants:

@@ -1,20 +1,19 @@
 """Wire protocol v1: client frame schemas, decoding with precise errors, close codes."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from chatd.errors import InvalidJSON, InvalidMessage, UnknownType
+from chatd.models import Id
 
-# Close codes (PROTOCOL.md §5).
+# Close codes chatd sends itself (PROTOCOL.md §5). Tornado closes a frame larger than
+# `websocket_max_message_size` with 1009 on its own.
 CLOSE_AUTH = 4001
-CLOSE_TOO_BIG = 1009
 CLOSE_ABUSE = 1008
 CLOSE_GOING_AWAY = 1001
-CLOSE_INTERNAL = 1011
 
-Id = Union[int, str]
 MessageType = Literal["user", "assistant", "system"]
 
 
@@ -86,7 +85,6 @@ SCHEMAS: dict[str, type[msgspec.Struct] | None] = {
 }
 
 _json_decoder = msgspec.json.Decoder()
-_json_encoder = msgspec.json.Encoder()
 
 
 class ClientFrame(msgspec.Struct):
@@ -96,11 +94,6 @@ class ClientFrame(msgspec.Struct):
     data: Any
     ref: str | None
     raw: dict
-
-
-def encode(frame: dict) -> str:
-    """Serialise a server frame to JSON text."""
-    return _json_encoder.encode(frame).decode()
 
 
 def decode_json(text: str | bytes) -> dict:
@@ -122,9 +115,8 @@ def peek_ref(obj: dict) -> str | None:
     return None
 
 
-def decode_frame(text: str | bytes) -> ClientFrame:
-    """Decode and validate one client frame: JSON, then type, then schema."""
-    obj = decode_json(text)
+def decode_frame(obj: dict) -> ClientFrame:
+    """Validate one parsed client frame (see `decode_json`): type, then schema."""
     ftype = obj.get("type")
     if not isinstance(ftype, str):
         raise InvalidMessage("Field `type` is required and must be a string")

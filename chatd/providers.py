@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
-FINISH_REASONS = ("stop", "length", "content_filter", "cancelled", "error")
+from chatd.models import Usage as UsageRecord
 
 
 @dataclass
@@ -35,6 +36,10 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+
+    def record(self) -> UsageRecord:
+        """The counts as the stored record (`chatd.models.Usage`)."""
+        return UsageRecord.of(self.prompt_tokens, self.completion_tokens)
 
 
 @dataclass

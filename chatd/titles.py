@@ -2,7 +2,8 @@
 
 The assistant is asked with a small budget (`purpose="title"`, 16 tokens, a few seconds);
 when it fails or says nothing usable, the title is the first words of the first message.
-The title is stored through `ChatService.update_conversation`, so every member's tabs get
+The titler subscribes to finished replies (`ReplyManager.on_finished`) and stores the title
+through the same change as a user's rename (`ChatService.rename`), so every member's tabs get
 a `conversation_updated`. A conversation someone renamed meanwhile is left alone.
 """
 from __future__ import annotations
@@ -10,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
-from chatd.auth import Principal
+from chatd.chat import DEFAULT_TITLE
+from chatd.models import Conversation, Id, Message
+from chatd.plugins import PluginRegistry
 from chatd.providers import Completion, CompletionRequest, Turn
-
-if TYPE_CHECKING:
-    from chatd.chat import ChatService
+from chatd.store import Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TITLE = "New conversation"
+#: Stores a title as a conversation change: (conversation id, title) → the renamed conversation.
+Rename = Callable[[Id, str], Awaitable[object]]
 TITLE_MAX_TOKENS = 16
 TITLE_TIMEOUT_S = 10.0
 TITLE_MAX_CHARS = 60
@@ -51,11 +53,11 @@ def clean_title(raw: str) -> str:
     return line
 
 
-async def generate_title(chat: ChatService, assistant_id: str, first_user: str, first_reply: str) -> str:
+async def generate_title(plugins: PluginRegistry, assistant_id: str, first_user: str, first_reply: str) -> str:
     """Ask the assistant for a title; the fallback title when that fails or is empty."""
     try:
-        assistant = chat.plugins.assistant(assistant_id)
-        provider = chat.plugins.provider_for(assistant)
+        assistant = plugins.assistant(assistant_id)
+        provider = plugins.provider_for(assistant)
         messages = [Turn("system", PROMPT),
                     Turn("user", f"User: {first_user[:2000]}\n\nAssistant: {first_reply[:2000]}")]
         request = CompletionRequest(assistant=assistant, messages=messages, model=assistant.model,
@@ -84,56 +86,55 @@ async def generate_title(chat: ChatService, assistant_id: str, first_user: str, 
 
 
 class Titler:
-    """Gives conversations a title after their first exchange, in background tasks of one ChatService."""
+    """Gives conversations a title after their first exchange, in background tasks."""
 
-    def __init__(self, chat: ChatService) -> None:
-        self.chat = chat
-        self._in_progress: set[Any] = set()  # conversations being titled
+    def __init__(self, plugins: PluginRegistry, store: Store, rename: Rename) -> None:
+        self.plugins = plugins
+        self.store = store
+        self.rename = rename
+        self.closed = False
+        self._in_progress: set[Id] = set()  # conversations being titled
         self._tasks: set[asyncio.Task] = set()
 
-    async def maybe_title(self, conversation_id: Any, reply_message: dict) -> None:
+    @staticmethod
+    def _untitled(conv: Conversation | None) -> bool:
+        return conv is not None and not conv.deleted and conv.title == DEFAULT_TITLE
+
+    async def maybe_title(self, reply: Message, conv: Conversation) -> None:
         """After the first complete exchange of a conversation still titled by default, give it a title."""
-        chat = self.chat
-        if reply_message.get("status") != "complete" or conversation_id in self._in_progress or chat.closing:
+        cid = reply.conversation_id
+        if reply.status != "complete" or cid in self._in_progress or self.closed or not self._untitled(conv):
             return
-        self._in_progress.add(conversation_id)
+        self._in_progress.add(cid)
         try:
-            conv = await chat.store.get_conversation(conversation_id)
-            if conv is None or conv.get("deleted") or conv.get("title") != DEFAULT_TITLE:
-                return
-            history = await chat.store.history(conversation_id, reply_message["id"], 4)
-            users = [m for m in history if m["message_type"] == "user"]
+            history = await self.store.history(cid, reply.id, 4)
+            users = [m for m in history if m.message_type == "user"]
             if not users:
                 return
-            title = await generate_title(chat, reply_message.get("assistant_id") or conv["assistant_id"],
-                                         users[0]["content"], reply_message.get("content", ""))
-            conv = await chat.store.get_conversation(conversation_id)
-            if conv is None or conv.get("deleted") or conv.get("title") != DEFAULT_TITLE:
-                return  # renamed or deleted while we asked
-            if chat.closing:
-                return
-            owner = Principal(user_id=conv["owner_id"])
-            await chat.update_conversation(owner, conversation_id, title=title, assistant_id=None,
-                                           add_member_ids=None)
+            title = await generate_title(self.plugins, reply.assistant_id or conv.assistant_id, users[0].content,
+                                         reply.content)
+            if self.closed or not self._untitled(await self.store.get_conversation(cid)):
+                return  # renamed or deleted while we asked, or shutting down
+            await self.rename(cid, title)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("titling conversation %s failed", conversation_id)
+            log.exception("titling conversation %s failed", cid)
         finally:
-            self._in_progress.discard(conversation_id)
+            self._in_progress.discard(cid)
 
-    def schedule(self, conversation_id: Any, reply_message: dict) -> asyncio.Task | None:
+    def schedule(self, reply: Message, conv: Conversation) -> asyncio.Task | None:
         """Run `maybe_title` in the background (it never fails the reply); the task, or None when not needed."""
-        if reply_message.get("status") != "complete" or self.chat.closing:
+        if reply.status != "complete" or self.closed or not self._untitled(conv):
             return None
-        task = asyncio.create_task(self.maybe_title(conversation_id, reply_message),
-                                   name=f"title-{conversation_id}")
+        task = asyncio.create_task(self.maybe_title(reply, conv), name=f"title-{reply.conversation_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     async def close(self) -> None:
         """Cancel titles still being generated."""
+        self.closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

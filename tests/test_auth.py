@@ -52,7 +52,7 @@ async def auth_with(chatd, token) -> tuple[int | None, str | None]:
 async def test_auth_success_shape(chatd):
     user, token = await chatd.register("alice")
     ws = await chatd.ws()
-    before = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5)
+    before = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5)
     await ws.send({"type": "auth", "token": token})
     frame = await ws.expect("auth_success")
     assert frame["user_id"] == user["id"]

@@ -21,7 +21,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(*args: str, stdin: str | None = None, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run(*args: str, stdin: str | None = None, env: dict | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([CHATD, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
                           env=env if env is not None else clean_env())
 

@@ -196,7 +196,7 @@ async def test_check_order_schema_before_authorization(chatd, alice):
     data = await error_for(bws, {"type": "join_conversation", "data": {"conversation_id": cid, "since_seq": []}})
     assert data["code"] == "INVALID_MESSAGE"
     # JSON first of all.
-    assert (await error_for(bws, '{"type": "send_message", "data": {"conversation_id": %d' % cid))["code"] == \
+    assert (await error_for(bws, f'{{"type": "send_message", "data": {{"conversation_id": {cid}'))["code"] == \
         "INVALID_JSON"
     # Authorization before limits: too long and not a member is FORBIDDEN.
     data = await error_for(bws, send(cid, "x" * 32001))

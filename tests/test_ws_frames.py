@@ -89,7 +89,8 @@ async def test_send_message_full_exchange_shapes(chatd):
     # Order: start before every chunk, chunks before complete, complete before added.
     t = types(frames)
     assert t.index("stream_start") < t.index("stream_content")
-    assert max(i for i, x in enumerate(t) if x == "stream_content") < t.index("stream_complete") < t.index("message_added")
+    last_chunk = max(i for i, x in enumerate(t) if x == "stream_content")
+    assert last_chunk < t.index("stream_complete") < t.index("message_added")
 
     complete = of(frames, "stream_complete")
     assert len(complete) == 1
@@ -361,7 +362,8 @@ async def test_seq_grows_by_one_per_stored_event(chatd):
     status, _, _ = await chatd.request("PATCH", f"/api/v1/conversations/{cid}", ta,
                                        body={"member_ids": [carol["id"]]})
     assert status == 200
-    upd = await ws.expect("conversation_updated", where=lambda f: carol["id"] in f["data"]["conversation"]["member_ids"])
+    upd = await ws.expect("conversation_updated",
+                          where=lambda f: carol["id"] in f["data"]["conversation"]["member_ids"])
     seqs.append(upd["data"]["seq"])
 
     await ws.send(send(cid, "/echo two"))

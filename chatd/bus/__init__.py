@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import abc
-from typing import Callable
+from collections.abc import Callable
 
-#: A subscriber gets each event (a JSON-able dict) synchronously and must not block.
-Handler = Callable[[dict], None]
+from chatd.bus.events import Event
+
+#: A subscriber gets each event synchronously and must not block.
+Handler = Callable[[Event], None]
 
 
 def conversation_channel(conversation_id: object) -> str:
@@ -33,7 +35,7 @@ class Bus(abc.ABC):
         """Disconnect; no handler is called afterwards."""
 
     @abc.abstractmethod
-    async def publish(self, channel: str, event: dict) -> None:
+    async def publish(self, channel: str, event: Event) -> None:
         """Deliver an event to every subscriber of the channel in every process."""
 
     @abc.abstractmethod

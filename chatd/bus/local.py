@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from chatd.bus import Bus, Handler
+from chatd.bus.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ class LocalBus(Bus):
         """Drop every subscription."""
         self._handlers.clear()
 
-    async def publish(self, channel: str, event: dict) -> None:
+    async def publish(self, channel: str, event: Event) -> None:
         """Call each handler now; a failing handler is logged and skipped."""
         for handler in list(self._handlers.get(channel, ())):
             try:

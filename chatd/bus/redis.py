@@ -10,15 +10,14 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatd.bus import Bus, Handler
 from chatd.aio import cancel_and_wait
+from chatd.bus import Bus, Handler
+from chatd.bus.events import Event
 
 log = logging.getLogger(__name__)
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder()
 
 SUBSCRIBE_TIMEOUT_S = 5.0
 BACKOFF_MIN_S = 0.1
@@ -74,10 +73,10 @@ class RedisBus(Bus):
                 fut.cancel()
         self._live.clear()
 
-    async def publish(self, channel: str, event: dict) -> None:
-        """PUBLISH the JSON-encoded event; a Redis outage is logged and the event dropped
+    async def publish(self, channel: str, event: Event) -> None:
+        """PUBLISH the event; a Redis outage is logged and the event dropped
         (stored changes are recovered by joiners from the store; see docs/scaling.md)."""
-        data = _encoder.encode(event)
+        data = event.to_wire()
         try:
             await self.client.publish(self._key(channel), data)
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
@@ -185,7 +184,7 @@ class RedisBus(Bus):
         if not handlers:
             return
         try:
-            event = _decoder.decode(msg["data"])
+            event = Event.from_wire(msg["data"])
         except msgspec.DecodeError:
             log.warning("undecodable event on %s dropped", channel)
             return

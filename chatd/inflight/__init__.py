@@ -1,18 +1,22 @@
-"""In-flight replies: text so far, last chunk index and owner, readable by any joiner."""
+"""In-flight replies: text so far, last chunk index and owner, readable by any joiner (the interface).
+
+`local` keeps them in this process; `redis` shares them, with owner leases, across processes.
+"""
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any
+
+from chatd.models import Id
 
 
 @dataclass
 class InflightReply:
     """The live state of one reply being generated."""
 
-    message_id: Any
-    conversation_id: Any
-    reply_to: Any
+    message_id: Id
+    conversation_id: Id
+    reply_to: Id
     owner: str
     text: str = ""
     index: int = -1
@@ -38,16 +42,16 @@ class InflightRegistry(abc.ABC):
         """Whether a reply owner still runs; None when this registry cannot tell (use the pid check)."""
         return None
 
-    async def claim_sweep(self, message_id: Any) -> bool:
+    async def claim_sweep(self, message_id: Id) -> bool:
         """Reserve the right to finish an orphaned reply (one sweeper wins when several run)."""
         return True
 
     @abc.abstractmethod
-    async def claim(self, conversation_id: Any, reply_to: Any) -> bool:
+    async def claim(self, conversation_id: Id, reply_to: Id) -> bool:
         """Reserve the right to answer a message; False if it is already being answered."""
 
     @abc.abstractmethod
-    async def unclaim(self, conversation_id: Any, reply_to: Any) -> None:
+    async def unclaim(self, conversation_id: Id, reply_to: Id) -> None:
         """Give up a claim that never became a reply."""
 
     @abc.abstractmethod
@@ -63,53 +67,9 @@ class InflightRegistry(abc.ABC):
         """The reply is finished or stored: forget it."""
 
     @abc.abstractmethod
-    async def active(self, conversation_id: Any) -> list[InflightReply]:
+    async def active(self, conversation_id: Id) -> list[InflightReply]:
         """Replies of the conversation still being generated."""
 
     @abc.abstractmethod
-    async def get(self, message_id: Any) -> InflightReply | None:
+    async def get(self, message_id: Id) -> InflightReply | None:
         """One reply by its message id."""
-
-
-class LocalInflight(InflightRegistry):
-    """One process's in-flight replies, in memory; reads never yield to the event loop."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[Any, InflightReply] = {}
-        self._by_reply_to: dict[tuple[Any, Any], Any] = {}
-
-    async def claim(self, conversation_id: Any, reply_to: Any) -> bool:
-        """Refuse a second reply to the same message."""
-        key = (conversation_id, reply_to)
-        if key in self._by_reply_to:
-            return False
-        self._by_reply_to[key] = None
-        return True
-
-    async def unclaim(self, conversation_id: Any, reply_to: Any) -> None:
-        """Drop the reservation."""
-        self._by_reply_to.pop((conversation_id, reply_to), None)
-
-    async def add(self, reply: InflightReply) -> None:
-        """Index the reply by message id."""
-        self._by_reply_to[(reply.conversation_id, reply.reply_to)] = reply.message_id
-        self._by_id[reply.message_id] = reply
-
-    async def update(self, reply: InflightReply) -> None:
-        """The object is shared: nothing to copy."""
-
-    async def release(self, reply: InflightReply) -> None:
-        """Forget the reply."""
-        self._by_id.pop(reply.message_id, None)
-        self._by_reply_to.pop((reply.conversation_id, reply.reply_to), None)
-
-    async def active(self, conversation_id: Any) -> list[InflightReply]:
-        """Replies of one conversation."""
-        return [r for r in self._by_id.values() if r.conversation_id == conversation_id]
-
-    async def get(self, message_id: Any) -> InflightReply | None:
-        """Lookup by id."""
-        return self._by_id.get(message_id)
-
-    def __len__(self) -> int:
-        return len(self._by_reply_to)

@@ -16,10 +16,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatd.inflight import InflightRegistry, InflightReply
 from chatd.aio import cancel_and_wait
+from chatd.inflight import InflightRegistry, InflightReply
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _j(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _s(value: Any) -> str:
+def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -202,10 +203,10 @@ class RedisInflight(InflightRegistry):
 
     async def get(self, message_id: Any) -> InflightReply | None:
         """One reply by its message id."""
-        h = await self.client.hgetall(self._hash_key(message_id))
-        if not h:
+        raw = await self.client.hgetall(self._hash_key(message_id))
+        if not raw:
             return None
-        h = {_s(k): _s(v) for k, v in h.items()}
+        h = {_s(k): _s(v) for k, v in raw.items()}
         return InflightReply(message_id=message_id, conversation_id=json.loads(h["conversation"]),
                              reply_to=json.loads(h["reply_to"]), owner=h.get("owner", ""),
                              text=h.get("text", ""), index=int(h.get("index", -1)))

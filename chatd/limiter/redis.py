@@ -8,8 +8,8 @@ import uuid
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from chatd.limiter import Limiter
 from chatd.aio import cancel_and_wait
+from chatd.limiter import Limiter
 
 log = logging.getLogger(__name__)
 

@@ -4,28 +4,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
 
-from chatd.bus import conversation_channel
-from chatd.errors import ChatdError
-from chatd.filters import OutboundSession
-from chatd.inflight import InflightReply
-from chatd.providers import Completion, CompletionRequest, Provider, Usage
+from chatd.bus import conversation_channel, events
+from chatd.bus.events import Event
 from chatd.context import estimate_tokens
+from chatd.errors import Cancelled, ChatdError, ProviderError
+from chatd.filters import OutboundSession
+from chatd.inflight import InflightRegistry, InflightReply
+from chatd.metrics import Metrics
+from chatd.models import Conversation, Id, Message, Usage
+from chatd.providers import Completion, CompletionRequest, Provider
+from chatd.store import Store
 
 log = logging.getLogger(__name__)
 
 #: How a reply ended when it was stopped by the server shutting down rather than a user.
 SHUTDOWN = "shutdown"
 
-
-def envelope(frame_type: str, data: dict, *, conv: Any = None, seq: int | None = None,
-             change: bool = False, exclude_user: Any = None, msg: Any = None,
-             index: int | None = None) -> dict:
-    """A bus event: the frame plus what connections need to order, dedupe and filter it."""
-    return {"frame": {"type": frame_type, "data": data}, "conv": conv, "seq": seq, "change": change,
-            "exclude_user": exclude_user, "msg": msg, "index": index}
+#: Called once the reply is stored, with the message and its conversation as the store left them.
+OnFinished = Callable[[Message, "Conversation | None", "Reply"], Awaitable[None]]
 
 
 @dataclass
@@ -42,8 +41,8 @@ class Reply:
 
     def __init__(self, *, state: InflightReply, assistant_id: str, provider: Provider,
                  request: CompletionRequest, outbound: list[OutboundSession], timing: ReplyTiming,
-                 publish: Callable[[str, dict], Awaitable[None]], store: Any, inflight: Any,
-                 on_finished: Callable[[dict, "Reply"], Awaitable[None]], metrics: Any = None) -> None:
+                 publish: Callable[[str, Event], Awaitable[None]], store: Store, inflight: InflightRegistry,
+                 on_finished: OnFinished, metrics: Metrics | None = None) -> None:
         self.state = state
         self.assistant_id = assistant_id
         self.provider = provider
@@ -70,15 +69,12 @@ class Reply:
         return True
 
     @property
-    def message_id(self) -> Any:
+    def message_id(self) -> Id:
         """The assistant message's id."""
         return self.state.message_id
 
-    def _env(self, frame_type: str, data: dict, **kw: Any) -> dict:
-        return envelope(frame_type, data, conv=self.state.conversation_id, msg=self.state.message_id, **kw)
-
-    async def _emit(self, frame_type: str, data: dict, **kw: Any) -> None:
-        await self.publish(conversation_channel(self.state.conversation_id), self._env(frame_type, data, **kw))
+    async def _emit(self, event: Event) -> None:
+        await self.publish(conversation_channel(self.state.conversation_id), event)
 
     async def _send_chunk(self, text: str) -> None:
         """Pass a delta through the outbound filters and emit what they let out."""
@@ -100,9 +96,8 @@ class Reply:
         self.state.index += 1
         self.state.text += text
         await self.inflight.update(self.state)
-        await self._emit("stream_content", {"message_id": self.state.message_id, "content": text,
-                                            "is_complete": False, "index": self.state.index},
-                         index=self.state.index)
+        s = self.state
+        await self._emit(events.stream_content(s.conversation_id, s.message_id, text, s.index))
 
     async def _maybe_checkpoint(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -174,24 +169,21 @@ class Reply:
     async def run(self) -> None:
         """The whole life of the reply."""
         s = self.state
-        await self._emit("stream_start", {"message_id": s.message_id, "conversation_id": s.conversation_id,
-                                          "assistant_id": self.assistant_id, "reply_to": s.reply_to})
-        await self._emit("typing_indicator", {"conversation_id": s.conversation_id, "user_id": "assistant",
-                                              "is_typing": True})
+        await self._emit(events.stream_start(s.conversation_id, s.message_id, self.assistant_id, s.reply_to))
+        await self._emit(events.typing_indicator(s.conversation_id, "assistant", True, exclude_user=None))
         completion = Completion()
-        status, error = "complete", None
+        status = "complete"
+        error: ChatdError | None = None
         try:
             await self._drive(completion)
         except asyncio.CancelledError:
             status = "interrupted" if self.stop_reason == SHUTDOWN else "cancelled"
-            error = ChatdError("Reply stopped" if status == "cancelled" else "Server shutting down")
-            error.code = "CANCELLED"
+            error = Cancelled("Reply stopped" if status == "cancelled" else "Server shutting down")
         except ChatdError as e:
             status, error = "error", e
-        except Exception as e:  # a provider bug must not kill the server
+        except Exception:  # a provider bug must not kill the server
             log.exception("provider %s failed", self.provider.type_name)
-            status, error = "error", ChatdError("The assistant failed unexpectedly")
-            error.code = "PROVIDER_ERROR"
+            status, error = "error", ProviderError("The assistant failed unexpectedly")
         try:
             # Text an outbound filter held back was produced by the model: keep it on every path.
             await self._flush_filters()
@@ -202,25 +194,23 @@ class Reply:
     async def _finish(self, status: str, error: ChatdError | None, completion: Completion) -> None:
         self.finishing = True
         s = self.state
-        usage = completion.usage or Usage(
-            prompt_tokens=sum(estimate_tokens(t.content) for t in self.request.messages),
-            completion_tokens=estimate_tokens(s.text))
+        if completion.usage is not None:
+            usage = completion.usage.record()
+        else:
+            usage = Usage.of(sum(estimate_tokens(t.content) for t in self.request.messages), estimate_tokens(s.text))
         finish_reason = completion.finish_reason if status == "complete" else (
             "cancelled" if status in ("cancelled", "interrupted") else "error")
         try:
-            message = await asyncio.shield(self.store.finish_reply(
-                s.message_id, s.text, status, usage.to_dict(), finish_reason))
+            message, conversation = await asyncio.shield(self.store.finish_reply(
+                s.message_id, s.text, status, usage, finish_reason))
         finally:
             await self.inflight.release(s)
-        await self._emit("typing_indicator", {"conversation_id": s.conversation_id, "user_id": "assistant",
-                                              "is_typing": False})
+        await self._emit(events.typing_indicator(s.conversation_id, "assistant", False, exclude_user=None))
         if error is None:
-            await self._emit("stream_complete", {"message_id": s.message_id, "usage": usage.to_dict(),
-                                                 "finish_reason": finish_reason})
+            await self._emit(events.stream_complete(s.conversation_id, s.message_id, usage, finish_reason))
         else:
-            await self._emit("stream_error", {"message_id": s.message_id, "code": error.code,
-                                              "message": error.message})
-        await self._emit("message_added", {"message": message, "seq": message["seq"]}, seq=message["seq"])
+            await self._emit(events.stream_error(s.conversation_id, s.message_id, error.code, error.message))
+        await self._emit(events.message_added(message))
         if self.metrics is not None:
             self.metrics.replies.labels(status=status).inc()
-        await self.on_finished(message, self)
+        await self.on_finished(message, conversation, self)

@@ -3,22 +3,29 @@ from __future__ import annotations
 
 import abc
 import datetime as _dt
-from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
+
+from chatd.models import Conversation, Id, Message, Usage, User
 
 
 def utcnow() -> str:
     """Now as ISO 8601 UTC with milliseconds and a Z (sortable as text)."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-@dataclass
-class StoredEvent:
-    """One stored change of a conversation, for replay: its seq, frame type and data."""
+class StoredEvent(NamedTuple):
+    """One stored change of a conversation, for replay: a message, or the conversation as it changed."""
 
     seq: int
-    type: str  # message_received | message_added | conversation_updated
-    data: dict
+    record: Message | Conversation
+
+
+class StoredMessage(NamedTuple):
+    """What `add_message` did: the message, whether it is new, and the conversation it changed."""
+
+    message: Message
+    created: bool
+    conversation: Conversation | None  # None for a resend: nothing changed
 
 
 class Store(abc.ABC):
@@ -38,33 +45,38 @@ class Store(abc.ABC):
 
     # Users.
     @abc.abstractmethod
-    async def create_user(self, username: str, password_hash: str | None, roles: list[str] | None = None) -> dict:
-        """Create a user; Conflict if the name is taken. Returns {id, username, roles}."""
+    async def create_user(self, username: str, password_hash: str | None, roles: list[str] | None = None) -> User:
+        """Create a user; Conflict if the name is taken."""
 
     @abc.abstractmethod
-    async def get_user_by_name(self, username: str) -> dict | None:
-        """{id, username, roles, password_hash} or None."""
+    async def get_user_by_name(self, username: str) -> User | None:
+        """The user with its password hash, or None."""
 
     @abc.abstractmethod
-    async def get_user(self, user_id: Any) -> dict | None:
-        """{id, username, roles} or None."""
+    async def get_user(self, user_id: Id) -> User | None:
+        """The user (without the password hash), or None."""
 
     # Conversations.
     @abc.abstractmethod
-    async def create_conversation(self, owner_id: Any, title: str, assistant_id: str, member_ids: list[Any]) -> dict:
+    async def create_conversation(self, owner_id: Id, title: str, assistant_id: str,
+                                  member_ids: list[Id]) -> Conversation:
         """Create a conversation (seq stays 0) with the owner and members; returns it."""
 
     @abc.abstractmethod
-    async def get_conversation(self, conversation_id: Any) -> dict | None:
-        """The conversation object (with `deleted` and `seq`), or None if it never existed."""
+    async def get_conversation(self, conversation_id: Id) -> Conversation | None:
+        """The conversation (deleted ones too), or None if it never existed."""
 
     @abc.abstractmethod
-    async def is_member(self, conversation_id: Any, user_id: Any) -> bool:
+    async def member_conversation(self, conversation_id: Id, user_id: Id) -> Conversation | None:
+        """The conversation if the user is a member (deleted ones too), else None: one read."""
+
+    @abc.abstractmethod
+    async def is_member(self, conversation_id: Id, user_id: Id) -> bool:
         """Whether the user is a member (of a deleted conversation too)."""
 
     @abc.abstractmethod
-    async def list_conversations(self, user_id: Any, limit: int, before: str | None,
-                                 before_id: Any = None) -> list[dict]:
+    async def list_conversations(self, user_id: Id, limit: int, before: str | None,
+                                 before_id: Id | None = None) -> list[Conversation]:
         """The user's live conversations, newest `updated_at` first, older than `before`.
 
         With `before_id`, the cursor is the pair (updated_at, id), so conversations updated in
@@ -72,55 +84,58 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def update_conversation(self, conversation_id: Any, *, title: str | None = None,
+    async def update_conversation(self, conversation_id: Id, *, title: str | None = None,
                                   assistant_id: str | None = None,
-                                  add_member_ids: list[Any] | None = None) -> tuple[dict, int]:
-        """Apply a change as one seq'd event; returns (conversation, seq)."""
+                                  add_member_ids: list[Id] | None = None) -> Conversation:
+        """Apply a change as one seq'd event; the conversation's `seq` is the change's."""
 
     @abc.abstractmethod
-    async def delete_conversation(self, conversation_id: Any) -> tuple[dict, int]:
-        """Mark deleted as one seq'd event; returns (conversation, seq)."""
+    async def delete_conversation(self, conversation_id: Id) -> Conversation:
+        """Mark deleted as one seq'd event; the conversation's `seq` is the change's."""
 
     # Messages.
     @abc.abstractmethod
-    async def add_message(self, conversation_id: Any, sender_id: Any, content: str, message_type: str,
-                          client_msg_id: str | None = None) -> tuple[dict, bool]:
-        """Store a complete message with the next seq; (original, False) on a client_msg_id resend."""
+    async def add_message(self, conversation_id: Id, sender_id: Id | None, content: str, message_type: str,
+                          client_msg_id: str | None = None) -> StoredMessage:
+        """Store a complete message with the next seq; the original (not created) on a client_msg_id resend."""
 
     @abc.abstractmethod
-    async def find_by_client_msg_id(self, conversation_id: Any, client_msg_id: str) -> dict | None:
+    async def find_by_client_msg_id(self, conversation_id: Id, client_msg_id: str) -> Message | None:
         """The message sent earlier with this client_msg_id, or None."""
 
     @abc.abstractmethod
-    async def get_message(self, message_id: Any) -> dict | None:
+    async def get_message(self, message_id: Id) -> Message | None:
         """One message, or None."""
 
     @abc.abstractmethod
-    async def create_reply(self, conversation_id: Any, reply_to: Any, assistant_id: str, owner: str) -> dict:
+    async def create_reply(self, conversation_id: Id, reply_to: Id, assistant_id: str, owner: str) -> Message:
         """A `streaming` assistant message (no seq until it finishes), owned by a process."""
 
     @abc.abstractmethod
-    async def checkpoint_reply(self, message_id: Any, content: str) -> None:
+    async def checkpoint_reply(self, message_id: Id, content: str) -> None:
         """Save the text so far of a streaming reply."""
 
     @abc.abstractmethod
-    async def finish_reply(self, message_id: Any, content: str, status: str,
-                           usage: dict | None, finish_reason: str) -> dict:
-        """Store the final text and status and give the reply its seq; returns the message."""
+    async def finish_reply(self, message_id: Id, content: str, status: str,
+                           usage: Usage | None, finish_reason: str) -> tuple[Message, Conversation | None]:
+        """Store the final text and status and give the reply its seq; the message and its conversation.
+
+        A reply finished already (by an orphan sweep) is left as it is: (it, None).
+        """
 
     @abc.abstractmethod
-    async def list_messages(self, conversation_id: Any, limit: int, before_seq: int | None,
-                            after_seq: int | None) -> list[dict]:
+    async def list_messages(self, conversation_id: Id, limit: int, before_seq: int | None,
+                            after_seq: int | None) -> list[Message]:
         """The newest `limit` messages in the seq window, oldest first (streaming ones last)."""
 
     @abc.abstractmethod
-    async def history(self, conversation_id: Any, upto_message_id: Any, limit: int) -> list[dict]:
+    async def history(self, conversation_id: Id, upto_message_id: Id, limit: int) -> list[Message]:
         """Complete messages up to and including one message, oldest first, for provider context."""
 
     @abc.abstractmethod
-    async def events_since(self, conversation_id: Any, since_seq: int) -> list[StoredEvent]:
+    async def events_since(self, conversation_id: Id, since_seq: int) -> list[StoredEvent]:
         """Every stored change with seq > since_seq, in seq order, as replayable frames."""
 
     @abc.abstractmethod
-    async def streaming_replies(self) -> list[dict]:
+    async def streaming_replies(self) -> list[Message]:
         """Replies still marked `streaming`, with their `owner`."""

@@ -8,9 +8,11 @@ import sqlite3
 from typing import Any
 
 import aiosqlite
+import msgspec
 
 from chatd.errors import Conflict, NotFound
-from chatd.store import StoredEvent, Store, utcnow
+from chatd.models import Conversation, Id, Message, Usage, User
+from chatd.store import Store, StoredEvent, StoredMessage, utcnow
 
 MIGRATIONS: list[str] = [
     # 1: the first schema; seq and client_msg_id are there from the start (PROTOCOL.md §6).
@@ -72,34 +74,27 @@ MIGRATIONS: list[str] = [
 
 _MSG_COLS = ("id, conversation_id, seq, sender_id, message_type, content, status, client_msg_id, "
              "reply_to, assistant_id, usage, finish_reason, owner, created_at")
+_CONV_COLS = "id, title, owner_id, assistant_id, created_at, updated_at, last_seq, last_message_id, deleted"
+
+_usage_decoder = msgspec.json.Decoder(Usage)
+_conversation_decoder = msgspec.json.Decoder(Conversation)
+_encoder = msgspec.json.Encoder()
 
 
-def _message(row: sqlite3.Row | tuple) -> dict:
+def _message(row: sqlite3.Row | tuple) -> Message:
     (mid, cid, seq, sender_id, mtype, content, status, cmid, reply_to, assistant_id, usage,
      finish_reason, owner, created_at) = row
-    msg: dict[str, Any] = {
-        "id": mid,
-        "conversation_id": cid,
-        "content": content,
-        "message_type": mtype,
-        "sender_id": sender_id,
-        "created_at": created_at,
-        "status": status,
-        "seq": seq,
-    }
-    if cmid is not None:
-        msg["client_msg_id"] = cmid
-    if reply_to is not None:
-        msg["reply_to"] = reply_to
-    if assistant_id is not None:
-        msg["assistant_id"] = assistant_id
-    if usage is not None:
-        msg["usage"] = json.loads(usage)
-    if finish_reason is not None:
-        msg["finish_reason"] = finish_reason
-    if owner is not None and status == "streaming":
-        msg["owner"] = owner
-    return msg
+    return Message(id=mid, conversation_id=cid, content=content, message_type=mtype, sender_id=sender_id,
+                   created_at=created_at, status=status, seq=seq, client_msg_id=cmid, reply_to=reply_to,
+                   assistant_id=assistant_id, usage=_usage_decoder.decode(usage) if usage is not None else None,
+                   finish_reason=finish_reason, owner=owner if status == "streaming" else None)
+
+
+def _conversation(row: tuple, members: list[Id], last_message: Message | None) -> Conversation:
+    cid, title, owner_id, assistant_id, created_at, updated_at, last_seq, _last_id, deleted = row
+    return Conversation(id=cid, title=title, owner_id=owner_id, member_ids=members, assistant_id=assistant_id,
+                        created_at=created_at, updated_at=updated_at, seq=last_seq, last_message=last_message,
+                        deleted=bool(deleted))
 
 
 class SQLiteStore(Store):
@@ -120,7 +115,7 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         """Open the file (creating its folder), enable WAL and run pending migrations."""
         if self.path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)  # noqa: ASYNC240 (once, at start)
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         await self.db.execute("PRAGMA journal_mode=WAL")
         await self.db.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -134,7 +129,8 @@ class SQLiteStore(Store):
             try:
                 await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
                 cur = await self.db.execute("SELECT MAX(version) FROM schema_version")
-                current = (await cur.fetchone())[0] or 0
+                row = await cur.fetchone()
+                current = (row[0] if row is not None else 0) or 0
                 for version, script in enumerate(MIGRATIONS, start=1):
                     if version <= current:
                         continue
@@ -157,7 +153,8 @@ class SQLiteStore(Store):
     async def ping(self) -> bool:
         """Run a trivial query."""
         cur = await self.db.execute("SELECT 1")
-        return (await cur.fetchone())[0] == 1
+        row = await cur.fetchone()
+        return row is not None and row[0] == 1
 
     # Reads share the one connection with the write transactions, so they wait for the write
     # lock: otherwise a read in the middle of a BEGIN IMMEDIATE … COMMIT sees its uncommitted rows
@@ -176,7 +173,7 @@ class SQLiteStore(Store):
     class _Tx:
         """`async with store._tx():` — one serialised BEGIN IMMEDIATE … COMMIT."""
 
-        def __init__(self, store: "SQLiteStore") -> None:
+        def __init__(self, store: SQLiteStore) -> None:
             self.store = store
 
         async def __aenter__(self) -> aiosqlite.Connection:
@@ -194,11 +191,11 @@ class SQLiteStore(Store):
             finally:
                 self.store._write_lock.release()
 
-    def _tx(self) -> "SQLiteStore._Tx":
+    def _tx(self) -> SQLiteStore._Tx:
         return SQLiteStore._Tx(self)
 
     # Users.
-    async def create_user(self, username: str, password_hash: str | None, roles: list[str] | None = None) -> dict:
+    async def create_user(self, username: str, password_hash: str | None, roles: list[str] | None = None) -> User:
         """Insert a user; Conflict if the name is taken."""
         try:
             async with self._tx() as db:
@@ -209,71 +206,78 @@ class SQLiteStore(Store):
                 uid = cur.lastrowid
         except sqlite3.IntegrityError:
             raise Conflict(f"Username {username!r} is taken") from None
-        return {"id": uid, "username": username, "roles": list(roles or [])}
+        assert uid is not None
+        return User(id=uid, username=username, roles=list(roles or []))
 
-    async def get_user_by_name(self, username: str) -> dict | None:
+    async def get_user_by_name(self, username: str) -> User | None:
         """Look a user up by name, with the password hash."""
-        row = await self._fetchone("SELECT id, username, roles, password_hash FROM users WHERE username = ?", (username,))
+        row = await self._fetchone("SELECT id, username, roles, password_hash FROM users WHERE username = ?",
+                                   (username,))
         if row is None:
             return None
-        return {"id": row[0], "username": row[1], "roles": json.loads(row[2]), "password_hash": row[3]}
+        return User(id=row[0], username=row[1], roles=json.loads(row[2]), password_hash=row[3])
 
-    async def get_user(self, user_id: Any) -> dict | None:
+    async def get_user(self, user_id: Id) -> User | None:
         """Look a user up by id."""
         if not isinstance(user_id, int):
             return None
         row = await self._fetchone("SELECT id, username, roles FROM users WHERE id = ?", (user_id,))
-        return None if row is None else {"id": row[0], "username": row[1], "roles": json.loads(row[2])}
+        return None if row is None else User(id=row[0], username=row[1], roles=json.loads(row[2]))
 
     # Conversations.
-    async def _conversation(self, db: aiosqlite.Connection, cid: Any) -> dict | None:
-        cur = await db.execute(
-            "SELECT id, title, owner_id, assistant_id, created_at, updated_at, last_seq, last_message_id, deleted "
-            "FROM conversations WHERE id = ?", (cid,))
+    async def _read_conversation(self, db: aiosqlite.Connection, cid: Id,
+                                 last_message: Message | None = None) -> Conversation | None:
+        """The conversation row, its members and its last message (unless the caller has it)."""
+        cur = await db.execute(f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (cid,))
         row = await cur.fetchone()
         if row is None:
             return None
         cur = await db.execute("SELECT user_id FROM members WHERE conversation_id = ? ORDER BY user_id", (cid,))
         members = [r[0] for r in await cur.fetchall()]
-        conv: dict[str, Any] = {
-            "id": row[0], "title": row[1], "owner_id": row[2], "member_ids": members,
-            "assistant_id": row[3], "created_at": row[4], "updated_at": row[5], "seq": row[6],
-        }
-        if row[7] is not None:
-            cur = await db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (row[7],))
+        last_id = row[7]
+        if last_id is not None and (last_message is None or last_message.id != last_id):
+            cur = await db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (last_id,))
             mrow = await cur.fetchone()
-            if mrow is not None:
-                conv["last_message"] = _message(mrow)
-        if row[8]:
-            conv["deleted"] = True
-        return conv
+            last_message = _message(mrow) if mrow is not None else None
+        return _conversation(tuple(row), members, last_message if last_id is not None else None)
 
-    async def create_conversation(self, owner_id: Any, title: str, assistant_id: str, member_ids: list[Any]) -> dict:
+    async def create_conversation(self, owner_id: Id, title: str, assistant_id: str,
+                                  member_ids: list[Id]) -> Conversation:
         """Insert the conversation and its members."""
         now = utcnow()
         members = [owner_id] + [m for m in member_ids if m != owner_id]
         try:
             async with self._tx() as db:
                 cur = await db.execute(
-                    "INSERT INTO conversations (title, owner_id, assistant_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO conversations (title, owner_id, assistant_id, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     (title, owner_id, assistant_id, now, now))
                 cid = cur.lastrowid
+                assert cid is not None
                 await db.executemany("INSERT OR IGNORE INTO members (conversation_id, user_id) VALUES (?, ?)",
                                      [(cid, m) for m in dict.fromkeys(members)])
-                conv = await self._conversation(db, cid)
+                conv = await self._read_conversation(db, cid)
         except sqlite3.IntegrityError:
             raise NotFound("A member does not exist") from None
         assert conv is not None
         return conv
 
-    async def get_conversation(self, conversation_id: Any) -> dict | None:
+    async def get_conversation(self, conversation_id: Id) -> Conversation | None:
         """Read a conversation (deleted ones too)."""
         if not isinstance(conversation_id, int):
             return None
         async with self._write_lock:  # committed state only (see _fetchone)
-            return await self._conversation(self.db, conversation_id)
+            return await self._read_conversation(self.db, conversation_id)
 
-    async def is_member(self, conversation_id: Any, user_id: Any) -> bool:
+    async def member_conversation(self, conversation_id: Id, user_id: Id) -> Conversation | None:
+        """The conversation when the user is one of its members."""
+        if not isinstance(conversation_id, int):
+            return None
+        async with self._write_lock:  # committed state only (see _fetchone)
+            conv = await self._read_conversation(self.db, conversation_id)
+        return conv if conv is not None and user_id in conv.member_ids else None
+
+    async def is_member(self, conversation_id: Id, user_id: Id) -> bool:
         """Membership check by primary key."""
         if not isinstance(conversation_id, int):
             return False
@@ -281,11 +285,11 @@ class SQLiteStore(Store):
                                    (conversation_id, user_id))
         return row is not None
 
-    async def list_conversations(self, user_id: Any, limit: int, before: str | None,
-                                 before_id: Any = None) -> list[dict]:
-        """Newest first by (updated_at, id), paged by the `before` (and `before_id`) cursor."""
-        sql = ("SELECT c.id FROM conversations c JOIN members m ON m.conversation_id = c.id "
-               "WHERE m.user_id = ? AND c.deleted = 0")
+    async def list_conversations(self, user_id: Id, limit: int, before: str | None,
+                                 before_id: Id | None = None) -> list[Conversation]:
+        """Newest first by (updated_at, id), paged by the `before` (and `before_id`) cursor; three reads."""
+        sql = (f"SELECT {', '.join('c.' + c for c in _CONV_COLS.split(', '))} FROM conversations c "
+               "JOIN members m ON m.conversation_id = c.id WHERE m.user_id = ? AND c.deleted = 0")
         args: list[Any] = [user_id]
         if before and before_id is not None:
             sql += " AND (c.updated_at < ? OR (c.updated_at = ? AND c.id < ?))"
@@ -295,42 +299,57 @@ class SQLiteStore(Store):
             args.append(before)
         sql += " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
         args.append(limit)
-        ids = [r[0] for r in await self._fetchall(sql, tuple(args))]
-        out = []
-        for cid in ids:
-            async with self._write_lock:  # committed state only (see _fetchone)
-                conv = await self._conversation(self.db, cid)
-            if conv is not None:
-                out.append(conv)
-        return out
+        async with self._write_lock:  # one committed state for the rows, members and last messages
+            cur = await self.db.execute(sql, tuple(args))
+            rows = [tuple(r) for r in await cur.fetchall()]
+            if not rows:
+                return []
+            marks = ", ".join("?" * len(rows))
+            cur = await self.db.execute(
+                f"SELECT conversation_id, user_id FROM members WHERE conversation_id IN ({marks}) "
+                "ORDER BY conversation_id, user_id", tuple(r[0] for r in rows))
+            members: dict[Id, list[Id]] = {}
+            for cid, uid in await cur.fetchall():
+                members.setdefault(cid, []).append(uid)
+            last_ids = tuple(r[7] for r in rows if r[7] is not None)
+            last: dict[Id, Message] = {}
+            if last_ids:
+                cur = await self.db.execute(
+                    f"SELECT {_MSG_COLS} FROM messages WHERE id IN ({', '.join('?' * len(last_ids))})", last_ids)
+                for mrow in await cur.fetchall():
+                    m = _message(mrow)
+                    last[m.id] = m
+        return [_conversation(r, members.get(r[0], []), last.get(r[7]) if r[7] is not None else None) for r in rows]
 
-    async def _next_seq(self, db: aiosqlite.Connection, cid: Any) -> int:
-        cur = await db.execute("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (cid,))
+    async def _next_seq(self, db: aiosqlite.Connection, cid: Id) -> int:
+        cur = await db.execute("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+                               (cid,))
         row = await cur.fetchone()
         if row is None:
             raise NotFound("Conversation not found")
-        return row[0]
+        return int(row[0])
 
-    async def _record_change(self, db: aiosqlite.Connection, cid: Any) -> tuple[dict, int]:
-        seq = await self._next_seq(db, cid)
+    async def _record_change(self, db: aiosqlite.Connection, cid: Id) -> Conversation:
+        await self._next_seq(db, cid)
         await db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (utcnow(), cid))
-        conv = await self._conversation(db, cid)
+        conv = await self._read_conversation(db, cid)
         assert conv is not None
-        conv["seq"] = seq
-        await db.execute("INSERT INTO conversation_events (conversation_id, seq, conversation, created_at) VALUES (?, ?, ?, ?)",
-                         (cid, seq, json.dumps(conv), utcnow()))
-        return conv, seq
+        await db.execute("INSERT INTO conversation_events (conversation_id, seq, conversation, created_at) "
+                         "VALUES (?, ?, ?, ?)",
+                         (cid, conv.seq, _encoder.encode(conv).decode(), utcnow()))
+        return conv
 
-    async def update_conversation(self, conversation_id: Any, *, title: str | None = None,
+    async def update_conversation(self, conversation_id: Id, *, title: str | None = None,
                                   assistant_id: str | None = None,
-                                  add_member_ids: list[Any] | None = None) -> tuple[dict, int]:
+                                  add_member_ids: list[Id] | None = None) -> Conversation:
         """Rename / change assistant / add members as one seq'd change."""
         try:
             async with self._tx() as db:
                 if title is not None:
                     await db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
                 if assistant_id is not None:
-                    await db.execute("UPDATE conversations SET assistant_id = ? WHERE id = ?", (assistant_id, conversation_id))
+                    await db.execute("UPDATE conversations SET assistant_id = ? WHERE id = ?",
+                                     (assistant_id, conversation_id))
                 if add_member_ids:
                     await db.executemany("INSERT OR IGNORE INTO members (conversation_id, user_id) VALUES (?, ?)",
                                          [(conversation_id, m) for m in add_member_ids])
@@ -338,89 +357,99 @@ class SQLiteStore(Store):
         except sqlite3.IntegrityError:
             raise NotFound("A member does not exist") from None
 
-    async def delete_conversation(self, conversation_id: Any) -> tuple[dict, int]:
+    async def delete_conversation(self, conversation_id: Id) -> Conversation:
         """Soft-delete (members keep seeing NOT_FOUND rather than FORBIDDEN)."""
         async with self._tx() as db:
             await db.execute("UPDATE conversations SET deleted = 1 WHERE id = ?", (conversation_id,))
             return await self._record_change(db, conversation_id)
 
     # Messages.
-    async def find_by_client_msg_id(self, conversation_id: Any, client_msg_id: str) -> dict | None:
+    async def find_by_client_msg_id(self, conversation_id: Id, client_msg_id: str) -> Message | None:
         """The earlier message with this client_msg_id."""
         row = await self._fetchone(f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND client_msg_id = ?",
                                    (conversation_id, client_msg_id))
         return None if row is None else _message(row)
 
-    async def add_message(self, conversation_id: Any, sender_id: Any, content: str, message_type: str,
-                          client_msg_id: str | None = None) -> tuple[dict, bool]:
+    async def add_message(self, conversation_id: Id, sender_id: Id | None, content: str, message_type: str,
+                          client_msg_id: str | None = None) -> StoredMessage:
         """Insert with the next seq; the unique index turns a resend into the original."""
         async with self._tx() as db:
             if client_msg_id is not None:
-                cur = await db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND client_msg_id = ?",
+                cur = await db.execute(f"SELECT {_MSG_COLS} FROM messages "
+                                       "WHERE conversation_id = ? AND client_msg_id = ?",
                                        (conversation_id, client_msg_id))
                 row = await cur.fetchone()
                 if row is not None:
-                    return _message(row), False
+                    return StoredMessage(_message(row), False, None)
             seq = await self._next_seq(db, conversation_id)
             now = utcnow()
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, sender_id, message_type, content, status, client_msg_id, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'complete', ?, ?, ?) RETURNING " + _MSG_COLS,
                 (conversation_id, seq, sender_id, message_type, content, client_msg_id, now, now))
-            msg = _message(await cur.fetchone())
+            row = await cur.fetchone()
+            assert row is not None
+            msg = _message(row)
             await db.execute("UPDATE conversations SET updated_at = ?, last_message_id = ? WHERE id = ?",
-                             (now, msg["id"], conversation_id))
-            return msg, True
+                             (now, msg.id, conversation_id))
+            conv = await self._read_conversation(db, conversation_id, last_message=msg)
+            return StoredMessage(msg, True, conv)
 
-    async def get_message(self, message_id: Any) -> dict | None:
+    async def get_message(self, message_id: Id) -> Message | None:
         """One message by id."""
         if not isinstance(message_id, int):
             return None
         row = await self._fetchone(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,))
         return None if row is None else _message(row)
 
-    async def create_reply(self, conversation_id: Any, reply_to: Any, assistant_id: str, owner: str) -> dict:
+    async def create_reply(self, conversation_id: Id, reply_to: Id, assistant_id: str, owner: str) -> Message:
         """A streaming placeholder; it gets its seq in finish_reply."""
         now = utcnow()
         async with self._tx() as db:
             cur = await db.execute(
                 "INSERT INTO messages (conversation_id, seq, sender_id, message_type, content, status, reply_to, "
-                "assistant_id, owner, created_at, updated_at) VALUES (?, NULL, NULL, 'assistant', '', 'streaming', ?, ?, ?, ?, ?) "
+                "assistant_id, owner, created_at, updated_at) "
+                "VALUES (?, NULL, NULL, 'assistant', '', 'streaming', ?, ?, ?, ?, ?) "
                 "RETURNING " + _MSG_COLS,
                 (conversation_id, reply_to, assistant_id, owner, now, now))
-            return _message(await cur.fetchone())
+            row = await cur.fetchone()
+            assert row is not None
+            return _message(row)
 
-    async def checkpoint_reply(self, message_id: Any, content: str) -> None:
+    async def checkpoint_reply(self, message_id: Id, content: str) -> None:
         """Save the text so far (only while still streaming)."""
         async with self._tx() as db:
             await db.execute("UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
                              (content, utcnow(), message_id))
 
-    async def finish_reply(self, message_id: Any, content: str, status: str,
-                           usage: dict | None, finish_reason: str) -> dict:
+    async def finish_reply(self, message_id: Id, content: str, status: str,
+                           usage: Usage | None, finish_reason: str) -> tuple[Message, Conversation | None]:
         """Final text and status, and the next seq of the conversation."""
         async with self._tx() as db:
-            cur = await db.execute("SELECT conversation_id, status, seq FROM messages WHERE id = ?", (message_id,))
+            cur = await db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,))
             row = await cur.fetchone()
             if row is None:
                 raise NotFound("Message not found")
-            cid, old_status, old_seq = row
-            if old_status != "streaming":  # finished already (e.g. by a sweep): keep it
-                cur = await db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,))
-                return _message(await cur.fetchone())
+            old = _message(row)
+            if old.status != "streaming":  # finished already (e.g. by a sweep): keep it
+                return old, None
+            cid = old.conversation_id
             seq = await self._next_seq(db, cid)
             now = utcnow()
             cur = await db.execute(
                 "UPDATE messages SET content = ?, status = ?, usage = ?, finish_reason = ?, seq = ?, owner = NULL, "
                 "updated_at = ? WHERE id = ? RETURNING " + _MSG_COLS,
-                (content, status, json.dumps(usage) if usage is not None else None, finish_reason, seq, now, message_id))
-            msg = _message(await cur.fetchone())
+                (content, status, _encoder.encode(usage).decode() if usage is not None else None, finish_reason, seq,
+                 now, message_id))
+            row = await cur.fetchone()
+            assert row is not None
+            msg = _message(row)
             await db.execute("UPDATE conversations SET updated_at = ?, last_message_id = ? WHERE id = ?",
                              (now, message_id, cid))
-            return msg
+            return msg, await self._read_conversation(db, cid, last_message=msg)
 
-    async def list_messages(self, conversation_id: Any, limit: int, before_seq: int | None,
-                            after_seq: int | None) -> list[dict]:
+    async def list_messages(self, conversation_id: Id, limit: int, before_seq: int | None,
+                            after_seq: int | None) -> list[Message]:
         """Newest `limit` in the window, oldest first; in-flight replies follow when no before_seq."""
         sql = f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND seq IS NOT NULL"
         args: list[Any] = [conversation_id]
@@ -441,16 +470,15 @@ class SQLiteStore(Store):
             messages.extend(_message(r) for r in streaming)
         return messages
 
-    async def history(self, conversation_id: Any, upto_message_id: Any, limit: int) -> list[dict]:
+    async def history(self, conversation_id: Id, upto_message_id: Id, limit: int) -> list[Message]:
         """Settled messages created up to one message, oldest first."""
         rows = await self._fetchall(
             f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND id <= ? AND seq IS NOT NULL "
             "AND content != '' ORDER BY id DESC LIMIT ?", (conversation_id, upto_message_id, limit))
         return [_message(r) for r in reversed(rows)]
 
-    async def events_since(self, conversation_id: Any, since_seq: int) -> list[StoredEvent]:
+    async def events_since(self, conversation_id: Id, since_seq: int) -> list[StoredEvent]:
         """Messages and conversation changes with seq > since_seq, merged in seq order."""
-        events: list[StoredEvent] = []
         # Both tables in one read (under the write lock): a commit between them could otherwise
         # yield change N+1 without message N, and the replay would skip N for good.
         async with self._write_lock:
@@ -462,17 +490,12 @@ class SQLiteStore(Store):
                 "SELECT seq, conversation FROM conversation_events WHERE conversation_id = ? AND seq > ? ORDER BY seq",
                 (conversation_id, since_seq))
             change_rows = list(await cur.fetchall())
-        for row in message_rows:
-            msg = _message(row)
-            ftype = "message_added" if msg["message_type"] == "assistant" and msg.get("reply_to") is not None \
-                else "message_received"
-            events.append(StoredEvent(msg["seq"], ftype, {"message": msg, "seq": msg["seq"]}))
-        for seq, conv in change_rows:
-            events.append(StoredEvent(seq, "conversation_updated", {"conversation": json.loads(conv), "seq": seq}))
+        events = [StoredEvent(msg.seq, msg) for msg in map(_message, message_rows) if msg.seq is not None]
+        events.extend(StoredEvent(seq, _conversation_decoder.decode(conv)) for seq, conv in change_rows)
         events.sort(key=lambda e: e.seq)
         return events
 
-    async def streaming_replies(self) -> list[dict]:
+    async def streaming_replies(self) -> list[Message]:
         """Replies still streaming, for the crash sweep."""
         rows = await self._fetchall(f"SELECT {_MSG_COLS} FROM messages WHERE status = 'streaming'")
         return [_message(r) for r in rows]

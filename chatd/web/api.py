@@ -4,14 +4,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
+
 from chatd.errors import Forbidden, InvalidMessage, RateLimited, Unauthorized
+from chatd.models import Conversation, Id, User
 from chatd.web.base import ApiHandler
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8
 
 
-def parse_id(text: str) -> Any:
+def parse_id(text: str) -> Id:
     """A path id: an integer when it looks like one, else the opaque string."""
     return int(text) if text.isdigit() else text
 
@@ -31,12 +34,13 @@ class _AccountHandler(ApiHandler):
         password = self.field(body, "password", str, required=True)
         return username, password
 
-    def token_answer(self, user: dict) -> dict:
+    def token_answer(self, user: User) -> dict:
+        """The register/login answer: the user and a fresh token."""
         if not self.tokens.can_issue:
             raise Forbidden("Accounts come from the external identity provider on this server")
         return {
-            "user": {"id": user["id"], "username": user["username"]},
-            "access_token": self.tokens.issue(user["id"], user.get("roles")),
+            "user": {"id": user.id, "username": user.username},
+            "access_token": self.tokens.issue(user.id, user.roles),
             "token_type": "bearer",
             "expires_in": self.tokens.ttl,
         }
@@ -65,7 +69,7 @@ class LoginHandler(_AccountHandler):
         """Check the password and return a token (401, the same for an unknown user)."""
         username, password = await self.credentials()
         user = await self.store.get_user_by_name(username)
-        ok = await self.passwords.verify(user["password_hash"] if user else None, password)
+        ok = await self.passwords.verify(user.password_hash if user else None, password)
         if not ok or user is None:
             raise Unauthorized("Wrong username or password")
         self.send_json(self.token_answer(user))
@@ -77,8 +81,8 @@ class MeHandler(ApiHandler):
     async def get(self) -> None:
         """The current user."""
         user = await self.store.get_user(self.principal.user_id)
-        username = user["username"] if user else str(self.principal.user_id)
-        roles = sorted(set(user["roles"] if user else []) | set(self.principal.roles))
+        username = user.username if user else str(self.principal.user_id)
+        roles = sorted(set(user.roles if user else []) | set(self.principal.roles))
         self.send_json({"id": self.principal.user_id, "username": username, "roles": roles})
 
 
@@ -90,9 +94,11 @@ class AssistantsHandler(ApiHandler):
         self.send_json({"assistants": self.plugins.list_assistants()})
 
 
-def public_conversation(conv: dict) -> dict:
-    """The conversation object as the protocol shows it."""
-    return {k: v for k, v in conv.items() if k != "seq"}
+def public_conversation(conv: Conversation) -> dict[str, Any]:
+    """The conversation object as the REST API shows it (its latest seq is the WebSocket's business)."""
+    out: dict[str, Any] = msgspec.to_builtins(conv)
+    out.pop("seq", None)
+    return out
 
 
 class ConversationsHandler(ApiHandler):
@@ -155,7 +161,7 @@ class MessagesHandler(ApiHandler):
         limit = self.int_arg("limit", 50, minimum=1, maximum=500)
         before_seq = self.int_arg("before_seq")
         after_seq = self.int_arg("after_seq")
-        messages = await self.store.list_messages(conv["id"], limit, before_seq, after_seq)
+        messages = await self.store.list_messages(conv.id, limit, before_seq, after_seq)
         self.send_json({"messages": messages})
 
 

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, overload
 
+import msgspec
 import tornado.web
 
 from chatd.auth import PasswordHasher, Principal, TokenService
 from chatd.chat import ChatService
 from chatd.config import Settings
-from chatd.errors import AuthError, ChatdError, InvalidJSON, InvalidMessage, MessageTooLong, RateLimited, Unauthorized
+from chatd.errors import AuthError, ChatdError, InvalidJSON, InvalidMessage, MessageTooLong, Unauthorized
 from chatd.metrics import Metrics
 from chatd.plugins import PluginRegistry
 from chatd.store import Store
 
 log = logging.getLogger(__name__)
+
+_encoder = msgspec.json.Encoder()
 
 
 class Services:
@@ -113,6 +116,13 @@ class ApiHandler(Services, tornado.web.RequestHandler):
             raise InvalidMessage(f"Field `{name}` has the wrong type")
         return value
 
+    @overload
+    def int_arg(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int: ...
+
+    @overload
+    def int_arg(self, name: str, default: None = None, minimum: int | None = None,
+                maximum: int | None = None) -> int | None: ...
+
     def int_arg(self, name: str, default: int | None = None, minimum: int | None = None,
                 maximum: int | None = None) -> int | None:
         """An integer query argument; INVALID_MESSAGE naming it when not one."""
@@ -130,14 +140,16 @@ class ApiHandler(Services, tornado.web.RequestHandler):
         return value
 
     def send_json(self, obj: Any, status: int = 200) -> None:
-        """Write a JSON answer."""
+        """Write a JSON answer (dicts, lists and the msgspec records of `chatd.models`)."""
         self.set_status(status)
-        self.finish(json.dumps(obj))
+        self.finish(_encoder.encode(obj))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error is `{error:{code, message}}`; no traceback ever reaches the client."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ChatdError):
+            # Tornado answers an exception that is not an HTTPError with 500; ours name their status.
+            self.set_status(exc.http_status)
             if exc.retry_after is not None:
                 self.set_header("Retry-After", str(max(1, int(exc.retry_after + 0.999))))
             body = {"code": exc.code, "message": exc.message}
@@ -154,12 +166,6 @@ class ApiHandler(Services, tornado.web.RequestHandler):
         if isinstance(value, ChatdError):
             return
         super().log_exception(typ, value, tb)
-
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, ChatdError):
-            self.send_error(e.http_status, exc_info=(type(e), e, e.__traceback__))
-            return
-        super()._handle_request_exception(e)
 
 
 class NotFoundHandler(ApiHandler):

@@ -33,7 +33,7 @@ class ReadyHandler(ApiHandler):
         bus_ok = await self._check(self.settings["bus"].ping())
         providers = {name: await self._check(p.check()) for name, p in self.plugins.providers.items()}
         providers_ok = all(providers.values())
-        body = {"store": "ok" if store_ok else "failed", "bus": "ok" if bus_ok else "failed",
+        body: dict[str, object] = {"store": "ok" if store_ok else "failed", "bus": "ok" if bus_ok else "failed",
                 "providers": {k: "ok" if v else "failed" for k, v in providers.items()}}
         if self.chat.closing:
             body["shutting_down"] = True

@@ -11,8 +11,9 @@ import tornado.websocket
 
 from chatd import protocol
 from chatd.auth import Principal
-from chatd.connections import Connection, ConnectionRegistry, FrameRate
+from chatd.connections import Connection, ConnectionRegistry
 from chatd.errors import AuthError, ChatdError, InvalidMessage
+from chatd.limiter.frames import FrameRate
 from chatd.store import utcnow
 from chatd.web.base import Services
 
@@ -90,7 +91,7 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
                 raise InvalidMessage("Binary frames are not supported; send JSON text")
             raw = protocol.decode_json(message)
             ref = protocol.peek_ref(raw)
-            frame = protocol.decode_frame(message)
+            frame = protocol.decode_frame(raw)
             self.metrics.frames_in.labels(type=frame.type).inc()
             await self._dispatch(frame)
         except ChatdError as e:
@@ -105,7 +106,7 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
             data["ref"] = ref
         self.metrics.errors.labels(code=e.code).inc()
         if self.conn is not None:
-            self.conn.send({"type": "error", "data": data})
+            self.conn.send_frame("error", data)
 
     async def _authenticate(self, message: str | bytes) -> None:
         try:
@@ -131,16 +132,16 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
         if self.ws_connection is None:  # closed while registering
             await self._cleanup()
             return
-        self.conn.send({"type": "auth_success", "user_id": principal.user_id, "data": {
+        self.conn.send_frame("auth_success", {
             "user_id": principal.user_id, "session_id": self.session_id, "server_time": utcnow(),
-            "heartbeat_s": self.config.heartbeat_interval_s}})
+            "heartbeat_s": self.config.heartbeat_interval_s}, user_id=principal.user_id)
 
     def _ack(self, ref: str | None, **fields: Any) -> None:
         data = {k: v for k, v in fields.items() if v is not None}
         if ref is not None:
             data["ref"] = ref
         assert self.conn is not None
-        self.conn.send({"type": "ack", "data": data})
+        self.conn.send_frame("ack", data)
 
     async def _dispatch(self, frame: protocol.ClientFrame) -> None:
         assert self.conn is not None and self.principal is not None
@@ -162,9 +163,10 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
             self.principal = principal
             self._ack(frame.ref)
         elif t == "ping":
-            self.conn.send({"type": "pong", "data": d})
+            self.conn.send_frame("pong", d)
         elif t == "join_conversation":
-            await self._join(d, frame.ref)
+            await self.chat.conversation_for_member(self.principal, d.conversation_id)
+            await self.registry.join(self.conn, d.conversation_id, d.since_seq, frame.ref)
         elif t == "leave_conversation":
             await self.chat.conversation_for_member(self.principal, d.conversation_id)
             await self.registry.leave(self.conn, d.conversation_id)
@@ -174,12 +176,12 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
             await self.chat.send_message(
                 self.principal, d.conversation_id, d.content, d.message_type, d.client_msg_id, d.assistant_id,
                 on_stored=lambda message: self._ack(frame.ref, client_msg_id=d.client_msg_id,
-                                                    message_id=message["id"]))
+                                                    message_id=message.id))
             if d.conversation_id in self.conn.typing_in:
                 await self._typing(d.conversation_id, False, check=False)
         elif t == "stream_response":
             reply = await self.chat.stream_response(self.principal, d.conversation_id, d.message_id, d.assistant_id)
-            self._ack(frame.ref, message_id=reply["id"])
+            self._ack(frame.ref, message_id=reply.id)
         elif t in ("typing", "typing_start", "typing_stop"):
             is_typing = d.is_typing if t == "typing" else t == "typing_start"
             await self._typing(d.conversation_id, is_typing, check=True)
@@ -199,40 +201,6 @@ class ChatSocket(Services, tornado.websocket.WebSocketHandler):
             self.conn.typing_in.add(conversation_id)
         else:
             self.conn.typing_in.discard(conversation_id)
-
-    async def _join(self, d: protocol.JoinConversation, ref: str | None) -> None:
-        """Subscribe (buffering), snapshot live replies, replay what was missed, answer `joined`, flush."""
-        assert self.conn is not None and self.principal is not None
-        cid = d.conversation_id
-        await self.chat.conversation_for_member(self.principal, cid)
-        state = await self.registry.join(self.conn, cid)
-        try:
-            # The seq first, then the live replies: a reply stored in between is in neither, and its
-            # `message_added` (seq > latest) comes from the replay or the buffer, never lost.
-            conv = await self.store.get_conversation(cid)
-            latest = conv["seq"] if conv else 0
-            active = await self.chat.active_streams(cid)
-            last = latest
-            replayed_replies = set()
-            if d.since_seq is not None:
-                for event in await self.chat.events_since(cid, d.since_seq):
-                    self.conn.send({"type": event.type, "data": event.data})
-                    last = max(last, event.seq)
-                    if event.type == "message_added":
-                        replayed_replies.add(event.data["message"]["id"])
-            state.last_seq = last
-            # A reply that finished after the snapshot was just replayed whole: it is not active.
-            active = [snap for snap in active if snap["message_id"] not in replayed_replies]
-            for snap in active:
-                state.stream_index[snap["message_id"]] = snap["index"]
-            joined = {"conversation_id": cid, "seq": last, "active_streams": active}
-            if ref is not None:
-                joined["ref"] = ref
-            self.conn.send({"type": "joined", "data": joined})
-        except BaseException:
-            await self.registry.leave(self.conn, cid)
-            raise
-        self.conn.end_join(state)
 
     def on_close(self) -> None:
         """Free everything the connection held."""

@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anthropic
 
 from chatd import hookimpl
-from chatd.errors import ChatdError, ConfigError, ProviderError, ProviderUnavailable
+from chatd import provider_kit as kit
+from chatd.errors import ChatdError, ConfigError
 from chatd.providers import Completion, CompletionRequest, Provider, Turn, Usage
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ TRANSIENT_STREAM_ERRORS = {"overloaded_error", "api_error", "rate_limit_error", 
 
 _KEY_LIKE = re.compile(r"\b(?:sk-ant|sk|key)-[A-Za-z0-9_\-*.]{6,}")
 
+#: The header a 429's `retry_after` is read from (seconds).
+RETRY_AFTER_HEADERS = ("retry-after",)
+
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
     """The HTTP library's transport errors, which the SDK lets through while a stream is read."""
@@ -58,12 +63,13 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 TRANSPORT_ERRORS = _transport_errors()
 
+#: Everything a request or a stream may raise that `map_error` translates.
+SDK_ERRORS: tuple[type[BaseException], ...] = (anthropic.AnthropicError, *TRANSPORT_ERRORS)
+
 
 def scrub(text: str, secret: str | None) -> str:
     """Remove the API key, and anything that looks like one, from text shown to clients."""
-    if secret:
-        text = text.replace(secret, "[key]")
-    return _KEY_LIKE.sub("[key]", text)[:300]
+    return kit.scrub(text, secret, _KEY_LIKE)
 
 
 def _body_error_type(body: object) -> str | None:
@@ -85,34 +91,20 @@ def _body_error_message(body: object) -> str:
 def map_error(e: BaseException, assistant_name: str, secret: str | None, mid_stream: bool = False) -> ChatdError:
     """Translate an SDK or transport exception into the chatd error a client sees (never the key)."""
     if isinstance(e, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
-        return ProviderError(f"{assistant_name}: the AI provider refused the credentials "
-                             f"(HTTP {e.status_code}); check the API key")
+        return kit.credentials_refused(assistant_name, e.status_code)
     if isinstance(e, anthropic.RateLimitError):
-        return ProviderUnavailable(f"{assistant_name} is rate limited by its AI provider; try again later",
-                                   retry_after=_retry_after(e.response.headers))
+        return kit.rate_limited(assistant_name, e.response.headers, RETRY_AFTER_HEADERS)
     if isinstance(e, anthropic.APIStatusError):
         kind = _body_error_type(e.body)
         if e.status_code >= 500 or e.status_code in (408, 409) or kind in TRANSIENT_STREAM_ERRORS:
-            what = kind or f"HTTP {e.status_code}"
-            return ProviderUnavailable(f"{assistant_name} is unavailable: the AI provider answered {what}")
+            return kit.unavailable(assistant_name, kind or f"HTTP {e.status_code}")
         detail = scrub(_body_error_message(e.body), secret)
-        return ProviderError(f"{assistant_name}: the AI provider rejected the request "
-                             f"(HTTP {e.status_code}{', ' + kind if kind else ''}): {detail}")
+        return kit.rejected(assistant_name, f"HTTP {e.status_code}{', ' + kind if kind else ''}", detail)
     if isinstance(e, anthropic.APITimeoutError):
-        return ProviderUnavailable(f"{assistant_name} is unavailable: the AI provider did not answer in time")
+        return kit.timed_out(assistant_name)
     if isinstance(e, anthropic.APIConnectionError) or isinstance(e, TRANSPORT_ERRORS):
-        if mid_stream:
-            return ProviderUnavailable(f"{assistant_name}: the connection to the AI provider was lost mid-reply")
-        return ProviderUnavailable(f"{assistant_name} is unavailable: the AI provider could not be reached")
-    return ProviderError(f"{assistant_name}: the AI provider failed ({type(e).__name__})")
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+        return kit.unreachable(assistant_name, mid_stream)
+    return kit.failed(assistant_name, e)
 
 
 def to_messages(turns: list[Turn]) -> tuple[str, list[dict[str, str]]]:
@@ -139,20 +131,13 @@ class AnthropicProvider(Provider):
 
     def __init__(self, config: dict[str, Any], environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
-        unknown = set(config) - CONFIG_KEYS
-        if unknown:
-            raise ConfigError(f"anthropic provider: unknown setting(s) {', '.join(sorted(unknown))} "
-                              f"(known: {', '.join(sorted(CONFIG_KEYS))})")
-        key_env = str(config.get("api_key_env", "ANTHROPIC_API_KEY"))
-        api_key = config.get("api_key") or env.get(key_env) or None
-        if not api_key:
-            raise ConfigError(f"anthropic provider: no API key: set api_key or {key_env}")
-        self._secret = str(api_key)
+        kit.check_keys("anthropic", config, CONFIG_KEYS)
+        self._secret = kit.api_key(config, env, "ANTHROPIC_API_KEY", name="anthropic")
         self.base_url: str | None = config.get("base_url") or env.get("ANTHROPIC_BASE_URL") or None
         try:
-            timeout = float(config.get("timeout", DEFAULT_TIMEOUT_S))
-            max_retries = int(config.get("max_retries", 2))
-            self.max_tokens = int(config.get("max_tokens", DEFAULT_MAX_TOKENS))
+            timeout = kit.number(config, "timeout", DEFAULT_TIMEOUT_S, float)
+            max_retries = kit.number(config, "max_retries", 2, int)
+            self.max_tokens = kit.number(config, "max_tokens", DEFAULT_MAX_TOKENS, int)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"anthropic provider: bad number: {e}") from None
         if timeout <= 0 or max_retries < 0 or self.max_tokens <= 0:
@@ -184,7 +169,7 @@ class AnthropicProvider(Provider):
         name = request.assistant.name
         try:
             upstream = await self.client.messages.create(**self._params(request))
-        except (anthropic.AnthropicError, *TRANSPORT_ERRORS) as e:
+        except SDK_ERRORS as e:
             log.warning("assistant %s: request failed: %s", request.assistant.id, type(e).__name__)
             raise map_error(e, name, self._secret) from None
         usage = Usage()
@@ -213,13 +198,13 @@ class AnthropicProvider(Provider):
                     completion.usage = usage
                 elif etype == "message_stop":
                     stopped = True
-        except (anthropic.AnthropicError, *TRANSPORT_ERRORS) as e:
+        except SDK_ERRORS as e:
             log.warning("assistant %s: stream failed: %s", request.assistant.id, type(e).__name__)
             raise map_error(e, name, self._secret, mid_stream=True) from None
         finally:
             await upstream.close()  # on cancellation too: the server sees the disconnect
         if not stopped:
-            raise ProviderUnavailable(f"{name}: the AI provider ended the stream before the reply was complete")
+            raise kit.cut_short(name)
         completion.usage = usage
         completion.finish_reason = finish
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from chatd import hookimpl
 from chatd.errors import ProviderUnavailable

@@ -1,7 +1,7 @@
 """Opt-in message filters: a PII redactor and a configurable blocklist.
 
-Both are off until configured in chatd's settings (read when a message passes, so the
-`[plugins.*]` tables of the running configuration apply):
+Both are off until configured in chatd's settings; their `[plugins.*]` tables are read
+once, at start-up, when the filters are registered:
 
 ```toml
 [plugins.pii]
@@ -20,45 +20,42 @@ message_types = ["user"]       # which posted messages are checked
 """
 from __future__ import annotations
 
-import functools
-import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from chatd import hookimpl
 from chatd.errors import ConfigError, Filtered
 from chatd.filters import FilterContext, InboundFilter, OutboundFilter, OutboundSession
-
 from chatd_filters.pii import KINDS, Redactor, StreamRedactor
 
 
-def plugin_config(settings: Any, name: str) -> dict[str, Any]:
-    """The `[plugins.NAME]` table of chatd's settings, or an empty one."""
-    tables = getattr(settings, "plugins", None) or {}
-    table = tables.get(name) or {}
-    if not isinstance(table, dict):
+def plugin_config(plugin_settings: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The `[plugins.NAME]` table of the plugin settings, or an empty one."""
+    table = plugin_settings.get(name) or {}
+    if not isinstance(table, Mapping):
         raise ConfigError(f"[plugins.{name}] must be a table")
     return table
 
 
-def _key(table: dict[str, Any]) -> str:
-    return json.dumps(table, sort_keys=True, default=str)
+def pii_redactor(table: Mapping[str, Any] | None, direction: str | None = None,
+                 default: bool = False) -> Redactor | None:
+    """The redactor a `[plugins.pii]` table configures, or None when it is not enabled.
 
-
-@functools.lru_cache(maxsize=32)
-def _redactor(key: str) -> Redactor | None:
-    table = json.loads(key)
+    With `direction` ("inbound" or "outbound"), also None when the table turns that direction
+    off (`default` when it does not say); a bad table is a ConfigError either way.
+    """
+    table = table or {}
     if not table.get("enabled", False):
         return None
     try:
-        return Redactor(kinds=table.get("kinds", KINDS), replacement=str(table.get("replacement", "[{kind} redacted]")))
+        redactor = Redactor(kinds=table.get("kinds", KINDS),
+                            replacement=str(table.get("replacement", "[{kind} redacted]")))
     except ValueError as e:
         raise ConfigError(f"[plugins.pii]: {e}") from None
-
-
-def pii_redactor(settings: Any) -> Redactor | None:
-    """The configured redactor, or None when `[plugins.pii]` is not enabled."""
-    return _redactor(_key(plugin_config(settings, "pii")))
+    if direction is not None and not table.get(direction, default):
+        return None
+    return redactor
 
 
 class PIIOutbound(OutboundFilter):
@@ -66,13 +63,14 @@ class PIIOutbound(OutboundFilter):
 
     name = "pii"
 
+    def __init__(self, table: Mapping[str, Any] | None = None) -> None:
+        self.redactor = pii_redactor(table, "outbound", default=True)
+
     def session(self, ctx: FilterContext) -> OutboundSession:
         """A redacting session when enabled, else a pass-through one."""
-        table = plugin_config(ctx.settings, "pii")
-        redactor = pii_redactor(ctx.settings)
-        if redactor is None or not table.get("outbound", True):
+        if self.redactor is None:
             return OutboundSession()
-        return PIISession(StreamRedactor(redactor))
+        return PIISession(StreamRedactor(self.redactor))
 
 
 class PIISession(OutboundSession):
@@ -95,28 +93,14 @@ class PIIInbound(InboundFilter):
 
     name = "pii"
 
+    def __init__(self, table: Mapping[str, Any] | None = None) -> None:
+        self.redactor = pii_redactor(table, "inbound")
+
     async def inbound(self, content: str, ctx: FilterContext) -> str:
         """The content, redacted when enabled."""
-        redactor = pii_redactor(ctx.settings)
-        if redactor is None or not plugin_config(ctx.settings, "pii").get("inbound", False):
+        if self.redactor is None:
             return content
-        return redactor.redact(content)
-
-
-@functools.lru_cache(maxsize=32)
-def _blocklist(key: str) -> tuple[re.Pattern[str] | None, str, frozenset[str]]:
-    table = json.loads(key)
-    alternatives = [rf"(?<!\w){re.escape(str(w).strip())}(?!\w)" for w in table.get("words", []) if str(w).strip()]
-    for p in table.get("patterns", []):
-        try:
-            re.compile(p)
-        except re.error as e:
-            raise ConfigError(f"[plugins.blocklist] pattern {p!r}: {e}") from None
-        alternatives.append(f"(?:{p})")
-    enabled = table.get("enabled", True) and alternatives
-    pattern = re.compile("|".join(alternatives), re.IGNORECASE) if enabled else None
-    reason = str(table.get("reason", "it contains a blocked term"))
-    return pattern, reason, frozenset(table.get("message_types", ["user"]))
+        return self.redactor.redact(content)
 
 
 class BlocklistFilter(InboundFilter):
@@ -124,20 +108,34 @@ class BlocklistFilter(InboundFilter):
 
     name = "blocklist"
 
+    def __init__(self, table: Mapping[str, Any] | None = None) -> None:
+        table = table or {}
+        alternatives = [rf"(?<!\w){re.escape(str(w).strip())}(?!\w)" for w in table.get("words", []) if str(w).strip()]
+        for p in table.get("patterns", []):
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ConfigError(f"[plugins.blocklist] pattern {p!r}: {e}") from None
+            alternatives.append(f"(?:{p})")
+        enabled = table.get("enabled", True) and alternatives
+        self.pattern = re.compile("|".join(alternatives), re.IGNORECASE) if enabled else None
+        self.reason = str(table.get("reason", "it contains a blocked term"))
+        self.message_types = frozenset(table.get("message_types", ["user"]))
+
     async def inbound(self, content: str, ctx: FilterContext) -> str:
         """The content unchanged, or raise Filtered naming the blocked term."""
-        pattern, reason, types = _blocklist(_key(plugin_config(ctx.settings, "blocklist")))
-        if pattern is None or ctx.message_type not in types:
+        if self.pattern is None or ctx.message_type not in self.message_types:
             return content
-        m = pattern.search(content)
+        m = self.pattern.search(content)
         if m is not None:
-            raise Filtered(f"Message refused: {reason} ({m.group(0)!r})")
+            raise Filtered(f"Message refused: {self.reason} ({m.group(0)!r})")
         return content
 
 
 @hookimpl
-def register_filters(register: Callable[[Any], None]) -> None:
+def register_filters(register: Callable[[Any], None], plugin_settings: Mapping[str, Any]) -> None:
     """Register the blocklist, then the PII redactor (inbound and outbound); all off unless configured."""
-    register(BlocklistFilter())
-    register(PIIInbound())
-    register(PIIOutbound())
+    pii = plugin_config(plugin_settings, "pii")
+    register(BlocklistFilter(plugin_config(plugin_settings, "blocklist")))
+    register(PIIInbound(pii))
+    register(PIIOutbound(pii))

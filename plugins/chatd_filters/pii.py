@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 KINDS = ("email", "phone", "card")
 
-_EMAIL = r"(?P<email>[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,})"
+_EMAIL = (r"(?P<email>[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,})")
 # 13 to 19 digits, optionally grouped by single spaces or dashes.
 _CARD = r"(?P<card>(?<![\d\-])\d(?:[ \-]?\d){12,18}(?![\d]))"
 _PHONE = (r"(?P<phone>(?<![\w+])(?:"

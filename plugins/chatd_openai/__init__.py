@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import openai
 
 from chatd import hookimpl
-from chatd.errors import ChatdError, ConfigError, ProviderError, ProviderUnavailable
+from chatd import provider_kit as kit
+from chatd.errors import ChatdError, ConfigError, ProviderUnavailable
 from chatd.providers import Completion, CompletionRequest, Provider, Usage
 
 log = logging.getLogger(__name__)
@@ -42,52 +43,31 @@ CONFIG_KEYS = {"base_url", "api_key", "api_key_env", "organization", "project", 
 FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content_filter",
                   "tool_calls": "stop", "function_call": "stop"}
 
-_KEY_LIKE = re.compile(r"\b(?:sk|key|rk|pk)-[A-Za-z0-9_\-*.]{6,}")
-
 
 def scrub(text: str, secret: str | None) -> str:
     """Remove the API key, and anything that looks like one, from text shown to clients."""
-    if secret and secret != NO_KEY:
-        text = text.replace(secret, "[key]")
-    return _KEY_LIKE.sub("[key]", text)[:300]
+    return kit.scrub(text, None if secret == NO_KEY else secret)
 
 
 def map_error(e: Exception, assistant_name: str, secret: str | None, mid_stream: bool = False) -> ChatdError:
     """Translate an SDK exception into the chatd error a client sees (never echoing the key)."""
     if isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return ProviderError(f"{assistant_name}: the AI provider refused the credentials "
-                             f"(HTTP {e.status_code}); check the API key")
+        return kit.credentials_refused(assistant_name, e.status_code)
     if isinstance(e, openai.RateLimitError):
-        retry = _retry_after(e.response.headers)
-        return ProviderUnavailable(f"{assistant_name} is rate limited by its AI provider; try again later",
-                                   retry_after=retry)
+        return kit.rate_limited(assistant_name, e.response.headers)
     if isinstance(e, openai.APIStatusError) and (e.status_code >= 500 or e.status_code in (408, 409)):
-        return ProviderUnavailable(f"{assistant_name} is unavailable: the AI provider answered HTTP {e.status_code}")
+        return kit.unavailable(assistant_name, f"HTTP {e.status_code}")
     if isinstance(e, openai.APITimeoutError):
-        return ProviderUnavailable(f"{assistant_name} is unavailable: the AI provider did not answer in time")
+        return kit.timed_out(assistant_name)
     if isinstance(e, openai.APIConnectionError):
-        if mid_stream:
-            return ProviderUnavailable(f"{assistant_name}: the connection to the AI provider was lost mid-reply")
-        return ProviderUnavailable(f"{assistant_name} is unavailable: the AI provider could not be reached")
+        return kit.unreachable(assistant_name, mid_stream)
     if isinstance(e, openai.APIStatusError):
         detail = scrub(str(getattr(e, "message", "") or ""), secret)
-        return ProviderError(f"{assistant_name}: the AI provider rejected the request "
-                             f"(HTTP {e.status_code}): {detail}")
+        return kit.rejected(assistant_name, f"HTTP {e.status_code}", detail)
     if isinstance(e, openai.APIError):  # an error event inside the stream
         return ProviderUnavailable(f"{assistant_name}: the AI provider failed mid-reply: "
                                    f"{scrub(str(e.message), secret)}")
-    return ProviderError(f"{assistant_name}: the AI provider failed ({type(e).__name__})")
-
-
-def _retry_after(headers: Any) -> float | None:
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name) if headers is not None else None
-        if value is not None:
-            try:
-                return max(0.0, float(value) / scale)
-            except ValueError:
-                return None
-    return None
+    return kit.failed(assistant_name, e)
 
 
 class OpenAIProvider(Provider):
@@ -97,25 +77,16 @@ class OpenAIProvider(Provider):
 
     def __init__(self, config: dict[str, Any], environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
-        unknown = set(config) - CONFIG_KEYS
-        if unknown:
-            raise ConfigError(f"openai provider: unknown setting(s) {', '.join(sorted(unknown))} "
-                              f"(known: {', '.join(sorted(CONFIG_KEYS))})")
+        kit.check_keys("openai", config, CONFIG_KEYS)
         self.base_url: str | None = config.get("base_url") or env.get("OPENAI_BASE_URL") or None
-        key_env = str(config.get("api_key_env", "OPENAI_API_KEY"))
-        api_key = config.get("api_key") or env.get(key_env) or None
-        if not api_key:
-            if not self.base_url:
-                raise ConfigError(f"openai provider: no API key: set api_key or {key_env} "
-                                  "(or base_url for a server that needs none)")
-            api_key = NO_KEY
-        self._secret = str(api_key)
+        self._secret = kit.api_key(config, env, "OPENAI_API_KEY", name="openai", required=not self.base_url,
+                                   hint=" (or base_url for a server that needs none)") or NO_KEY
         self.max_tokens_param = str(config.get("max_tokens_param", "max_tokens"))
         if self.max_tokens_param not in ("max_tokens", "max_completion_tokens"):
             raise ConfigError("openai provider: max_tokens_param must be max_tokens or max_completion_tokens")
         try:
-            timeout = float(config.get("timeout", DEFAULT_TIMEOUT_S))
-            max_retries = int(config.get("max_retries", 2))
+            timeout = kit.number(config, "timeout", DEFAULT_TIMEOUT_S, float)
+            max_retries = kit.number(config, "max_retries", 2, int)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"openai provider: bad timeout or max_retries: {e}") from None
         if timeout <= 0 or max_retries < 0:
@@ -170,7 +141,7 @@ class OpenAIProvider(Provider):
         finally:
             await upstream.close()  # on cancellation too: the server sees the disconnect
         if finish is None and completion.usage is None:
-            raise ProviderUnavailable(f"{name}: the AI provider ended the stream before the reply was complete")
+            raise kit.cut_short(name)
         completion.finish_reason = finish or "stop"
 
     async def aclose(self) -> None:

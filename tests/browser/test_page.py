@@ -7,12 +7,14 @@ import urllib.request
 
 import pytest
 
-from .conftest import CanaryServer, ChatdProcess, unique_name, wait_until
+from chatd.testing import ServerProcess, unique_name, wait_until
+
+from .helpers import PASSWORD, CanaryServer
 
 pytestmark = pytest.mark.browser
 
 
-def test_page_is_served_with_strict_csp(shared_server: ChatdProcess) -> None:
+def test_page_is_served_with_strict_csp(shared_server: ServerProcess) -> None:
     with urllib.request.urlopen(shared_server.url) as r:
         csp = r.headers["Content-Security-Policy"]
         body = r.read().decode()
@@ -32,7 +34,7 @@ def test_page_is_served_with_strict_csp(shared_server: ChatdProcess) -> None:
     assert not re.search(r"""(?:src|href)="/""", body)
 
 
-def test_register_sign_out_and_sign_in(shared_server: ChatdProcess, new_tab) -> None:
+def test_register_sign_out_and_sign_in(shared_server: ServerProcess, new_tab) -> None:
     tab = new_tab(shared_server.url).open()
     tab.page.wait_for_selector("#auth-view", state="visible")
     tab.shot("01-login")
@@ -60,7 +62,7 @@ def test_register_sign_out_and_sign_in(shared_server: ChatdProcess, new_tab) -> 
     assert not tab.csp_violations()
 
 
-def test_streamed_reply_renders_progressively(shared_server: ChatdProcess, new_tab) -> None:
+def test_streamed_reply_renders_progressively(shared_server: ServerProcess, new_tab) -> None:
     tab = new_tab(shared_server.url).open()
     tab.register(unique_name())
     tab.send("hello streaming world")
@@ -102,7 +104,7 @@ def test_streamed_reply_renders_progressively(shared_server: ChatdProcess, new_t
     del saw_typing  # the indicator may be too brief to sample; the markdown test checks it exists
 
 
-def test_markdown_reply_with_code_table_list(shared_server: ChatdProcess, new_tab) -> None:
+def test_markdown_reply_with_code_table_list(shared_server: ServerProcess, new_tab) -> None:
     tab = new_tab(shared_server.url).open()
     tab.register(unique_name())
     md = ("/echo ## Plan\n\nA list:\n\n1. first\n2. second\n\n- bullet *em* **strong**\n\n"
@@ -135,7 +137,7 @@ def test_markdown_reply_with_code_table_list(shared_server: ChatdProcess, new_ta
     assert not tab.csp_violations()
 
 
-def test_composer_keyboard(shared_server: ChatdProcess, new_tab) -> None:
+def test_composer_keyboard(shared_server: ServerProcess, new_tab) -> None:
     tab = new_tab(shared_server.url).open()
     tab.register(unique_name())
     box = tab.page.locator("#composer-input")
@@ -159,7 +161,7 @@ def test_composer_keyboard(shared_server: ChatdProcess, new_tab) -> None:
     assert outline != "none"
 
 
-def test_two_tabs_stay_in_sync(shared_server: ChatdProcess, new_tab) -> None:
+def test_two_tabs_stay_in_sync(shared_server: ServerProcess, new_tab) -> None:
     one = new_tab(shared_server.url).open()
     one.register(unique_name("sync"))
     # A second tab of the same browser gets the session from the first (BroadcastChannel), no login.
@@ -205,14 +207,14 @@ def test_two_tabs_stay_in_sync(shared_server: ChatdProcess, new_tab) -> None:
     assert not one.csp_violations() and not two.csp_violations()
 
 
-def test_other_members_typing_indicator(shared_server: ChatdProcess, new_tab) -> None:
+def test_other_members_typing_indicator(shared_server: ServerProcess, new_tab) -> None:
     alice = new_tab(shared_server.url).open()
     bob = new_tab(shared_server.url).open()
     alice_name, bob_name = unique_name("alice"), unique_name("bob")
     alice.register(alice_name)
     bob.register(bob_name)
     bob_id = bob.page.evaluate("() => window.__chatd.session.user.id")
-    token = shared_server.login(alice_name)
+    token = shared_server.login(alice_name, PASSWORD)
     conv = shared_server.api("POST", "api/v1/conversations", token, {"title": "Shared", "member_ids": [bob_id]})
     alice.page.wait_for_selector("#conversation-list .conv-name:has-text('Shared')")
     bob.page.wait_for_selector("#conversation-list .conv-name:has-text('Shared')")
@@ -232,7 +234,7 @@ def test_other_members_typing_indicator(shared_server: ChatdProcess, new_tab) ->
     alice.shot("08-shared-conversation")
 
 
-def test_stop_a_reply(shared_server: ChatdProcess, new_tab) -> None:
+def test_stop_a_reply(shared_server: ServerProcess, new_tab) -> None:
     tab = new_tab(shared_server.url).open()
     tab.register(unique_name())
     words = " ".join(f"w{i:03d}" for i in range(400))
@@ -282,7 +284,7 @@ XSS_PAYLOADS = [
 ]
 
 
-def test_xss_corpus_stays_inert(shared_server: ChatdProcess, new_tab, canary: CanaryServer) -> None:
+def test_xss_corpus_stays_inert(shared_server: ServerProcess, new_tab, canary: CanaryServer) -> None:
     tab = new_tab(shared_server.url).open()
     tab.register(unique_name())
     # The demo assistant streams /echo text in 4-character deltas, so every payload reaches the
@@ -296,13 +298,16 @@ def test_xss_corpus_stays_inert(shared_server: ChatdProcess, new_tab, canary: Ca
         const bad = [];
         for (const el of root.querySelectorAll('*')) {
             const tag = el.tagName.toLowerCase();
-            if (['script','img','svg','iframe','object','embed','form','input','video','audio','source','style','link','base','math'].includes(tag)) bad.push(tag);
+            if (['script','img','svg','iframe','object','embed','form','input','video','audio','source','style',
+                 'link','base','math'].includes(tag)) bad.push(tag);
             for (const a of el.attributes) {
-                if (a.name.startsWith('on') || a.name === 'style' || a.name === 'background' || a.name === 'src') bad.push(tag + '@' + a.name);
+                if (a.name.startsWith('on') || a.name === 'style' || a.name === 'background' || a.name === 'src')
+                    bad.push(tag + '@' + a.name);
                 if (a.name === 'href' && !/^(https?:|mailto:|#)/i.test(a.value)) bad.push(tag + '@href=' + a.value);
             }
             if (tag === 'a' && el.hasAttribute('href') && !el.getAttribute('href').startsWith('#')) {
-                if (el.target !== '_blank' || !/noopener/.test(el.rel) || !/noreferrer/.test(el.rel)) bad.push('a without target/rel');
+                if (el.target !== '_blank' || !/noopener/.test(el.rel) || !/noreferrer/.test(el.rel))
+                    bad.push('a without target/rel');
             }
         }
         return bad;
@@ -324,7 +329,7 @@ def test_xss_corpus_stays_inert(shared_server: ChatdProcess, new_tab, canary: Ca
     tab.shot("11-xss-corpus", full_page=True)
 
 
-def test_external_markdown_image_is_never_fetched(shared_server: ChatdProcess, new_tab, canary: CanaryServer) -> None:
+def test_external_markdown_image_is_never_fetched(shared_server: ServerProcess, new_tab, canary: CanaryServer) -> None:
     tab = new_tab(shared_server.url).open()
     tab.register(unique_name())
     secret = "SECRET-abc123"
@@ -346,10 +351,11 @@ def test_external_markdown_image_is_never_fetched(shared_server: ChatdProcess, n
     tab.shot("12-external-image-as-link")
 
 
-def test_no_csp_violation_in_a_normal_session(shared_server: ChatdProcess, new_tab) -> None:
+def test_no_csp_violation_in_a_normal_session(shared_server: ServerProcess, new_tab) -> None:
     tab = new_tab(shared_server.url).open()
     tab.register(unique_name())
-    tab.send("/echo Some **bold** text, a list:\n\n- a\n- b\n\n```js\nconsole.log('hi')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |")
+    tab.send("/echo Some **bold** text, a list:\n\n- a\n- b\n\n```js\nconsole.log('hi')\n```\n\n"
+             "| a | b |\n|---|---|\n| 1 | 2 |")
     tab.wait_reply_done(1)
     tab.send("and a canned reply")
     tab.wait_reply_done(2)
@@ -371,13 +377,15 @@ def test_no_csp_violation_in_a_normal_session(shared_server: ChatdProcess, new_t
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_narrow_screen_and_themes(shared_server: ChatdProcess, new_tab, scheme: str) -> None:
+def test_narrow_screen_and_themes(shared_server: ServerProcess, new_tab, scheme: str) -> None:
     tab = new_tab(shared_server.url, viewport={"width": 360, "height": 740}, color_scheme=scheme,
                   device_scale_factor=2, has_touch=True, is_mobile=True).open()
     tab.page.wait_for_selector("#auth-view", state="visible")
     tab.shot(f"13-login-360-{scheme}")
     tab.register(unique_name())
-    tab.send("/echo A reply that wraps on a narrow screen, with `code`:\n\n```python\nprint('a rather long line of code that has to scroll sideways on a phone')\n```\n\n| col | another column | third |\n|---|---|---|\n| 1 | 2 | 3 |")
+    tab.send("/echo A reply that wraps on a narrow screen, with `code`:\n\n```python\n"
+             "print('a rather long line of code that has to scroll sideways on a phone')\n```\n\n"
+             "| col | another column | third |\n|---|---|---|\n| 1 | 2 | 3 |")
     tab.wait_reply_done(1)
     width = tab.page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 360, f"horizontal overflow at 360px: {width}"
@@ -392,7 +400,7 @@ def test_narrow_screen_and_themes(shared_server: ChatdProcess, new_tab, scheme: 
     assert tab.page.get_attribute("#menu-button", "aria-expanded") == "false"
 
 
-def test_history_pages_in_when_scrolling_up(shared_server: ChatdProcess, new_tab) -> None:
+def test_history_pages_in_when_scrolling_up(shared_server: ServerProcess, new_tab) -> None:
     tab = new_tab(shared_server.url).open()
     name = unique_name()
     tab.register(name)
@@ -415,7 +423,7 @@ def test_history_pages_in_when_scrolling_up(shared_server: ChatdProcess, new_tab
     tab.shot("16-history-paged")
 
 
-def test_expired_or_revoked_token_returns_to_login(shared_server: ChatdProcess, new_tab) -> None:
+def test_expired_or_revoked_token_returns_to_login(shared_server: ServerProcess, new_tab) -> None:
     tab = new_tab(shared_server.url).open()
     tab.register(unique_name())
     # A forged token in sessionStorage: the WebSocket is closed with 4001 and the page asks to sign in.
@@ -429,7 +437,7 @@ def test_expired_or_revoked_token_returns_to_login(shared_server: ChatdProcess, 
     assert "sign in" in tab.page.inner_text("#auth-notice").lower()
 
 
-def test_works_under_a_proxy_path_prefix(shared_server: ChatdProcess, new_tab, prefix_proxy) -> None:
+def test_works_under_a_proxy_path_prefix(shared_server: ServerProcess, new_tab, prefix_proxy) -> None:
     proxy = prefix_proxy(shared_server.port)
     tab = new_tab(proxy.url).open()
     tab.register(unique_name())
@@ -439,4 +447,5 @@ def test_works_under_a_proxy_path_prefix(shared_server: ChatdProcess, new_tab, p
     # Every request (page, assets, REST, WebSocket) stayed under the prefix.
     assert proxy.outside == [], proxy.outside
     assert all(u.startswith(proxy.url) for u in tab.requests), tab.requests
-    assert tab.sockets and all(u == proxy.url.replace("http:", "ws:") + "api/v1/chat/ws" for u in tab.sockets), tab.sockets
+    want = proxy.url.replace("http:", "ws:") + "api/v1/chat/ws"
+    assert tab.sockets and all(u == want for u in tab.sockets), tab.sockets

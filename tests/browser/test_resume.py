@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from .conftest import ChatdProcess, Tab, unique_name
+from chatd.testing import ServerProcess, unique_name
+
+from .helpers import PASSWORD, Tab
 
 pytestmark = pytest.mark.browser
 
@@ -54,7 +56,7 @@ def _reply_settled(tab: Tab) -> bool:
 
 
 def test_network_drop_mid_reply_resumes_without_duplicates(chatd_process, dropping_proxy, new_tab) -> None:
-    server: ChatdProcess = chatd_process(CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND=12)
+    server: ServerProcess = chatd_process(CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND=12)
     proxy = dropping_proxy(server.port)
     tab = new_tab(proxy.url).open()
     tab.register(unique_name())
@@ -84,7 +86,7 @@ def test_server_restart_mid_reply(chatd_process, new_tab, mode: str) -> None:
     env = {"CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND": 15}
     if mode == "grace-expires":
         env["CHATD_SHUTDOWN_GRACE_S"] = 0.5
-    server: ChatdProcess = chatd_process(**env)
+    server: ServerProcess = chatd_process(**env)
     tab = new_tab(server.url).open()
     name = unique_name()
     tab.register(name)
@@ -113,7 +115,7 @@ def test_server_restart_mid_reply(chatd_process, new_tab, mode: str) -> None:
     sampler.assert_never_duplicated(WORDS)
     final = " ".join(tab.reply_text(1).split())
     status = tab.last_reply_state()["status"]
-    token = server.login(name)
+    token = server.login(name, PASSWORD)
     cid = tab.page.evaluate("() => window.__chatd.activeKey")
     stored = server.api("GET", f"api/v1/conversations/{cid}/messages", token)["messages"][-1]
     if mode == "graceful":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import threading
 import time
 import urllib.request
@@ -13,7 +12,7 @@ import urllib.request
 import psutil
 import pytest
 
-from .conftest import PYTHON, REPO, RawWS, ServerProcess, ahttp, register
+from chatd.testing import RawWS, ServerProcess, ahttp, register
 
 PAYLOAD = 30_000  # characters per pushed message (the default limit is 32,000)
 TARGET_BYTES = 50 * 1024 * 1024
@@ -34,9 +33,7 @@ async def test_stuck_reader_is_closed_and_memory_stays_flat(tmp_path):
     env = {"CHATD_RATE_MESSAGES": "1000000", "CHATD_MAX_FRAMES_PER_SECOND": "100000", "CHATD_LOG_LEVEL": "WARNING",
            "CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND": "200", "CHATD_PROVIDERS__DEMO__ECHO_CHUNK": "4"}
     srv = ServerProcess(data, env)
-    subprocess.run([PYTHON, "-m", "chatd", "user", "create", "boss", "--role", "admin", "--password-stdin",
-                    "--data-dir", str(data)], input=b"correct horse\n", cwd=str(REPO), env=srv.env, check=True,
-                   capture_output=True)
+    srv.cli("user", "create", "boss", "--role", "admin", "--password-stdin", input="correct horse\n")
     srv.start()
     proc = psutil.Process(srv.pid)
     raws: list[RawWS] = []

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatd.pytest_plugin import test_settings
-
-from .conftest import ScriptedPlugin, scripted_settings
+from chatd.testing import ScriptedPlugin, scripted_settings, test_settings
 
 DELTAS = [chr(ord("a") + i % 26) for i in range(3000)]  # 3000 one-character deltas, no pause
 
@@ -16,11 +14,7 @@ def chatd_plugins():
 
 
 async def _frames_for_one_reply(chatd):
-    user, token = await chatd.register()
-    conv = await chatd.conversation(token)
-    ws = await chatd.ws(token)
-    await ws.send({"type": "join_conversation", "data": {"conversation_id": conv["id"]}})
-    await ws.expect("joined")
+    _, conv, ws = await chatd.joined()
     await ws.send({"type": "send_message", "data": {"conversation_id": conv["id"], "content": "go",
                                                     "message_type": "user"}})
     frames = await ws.collect_until("message_added", timeout=20,

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatd.pytest_plugin import test_settings
-
-from .conftest import ScriptedPlugin, scripted_settings
+from chatd.testing import ScriptedPlugin, scripted_settings, test_settings
 
 DELTAS = [f"w{i} " for i in range(300)]
 
@@ -31,8 +29,7 @@ async def _setup(chatd, tabs=1):
     sockets = []
     for _ in range(tabs):
         ws = await chatd.ws(token)
-        await ws.send({"type": "join_conversation", "data": {"conversation_id": conv["id"]}})
-        await ws.expect("joined")
+        await ws.join(conv["id"])
         sockets.append(ws)
     return token, conv["id"], sockets
 
@@ -54,7 +51,8 @@ async def test_provider_error_mid_stream_keeps_partial_text_as_error(chatd):
     token, cid, (ws,) = await _setup(chatd)
     await ws.send({"type": "send_message", "data": {"conversation_id": cid, "content": "/fail 7",
                                                     "message_type": "user", "assistant_id": "demo"}})
-    frames = await ws.collect_until("message_added", timeout=10, where=lambda f: f["data"]["message"]["message_type"] == "assistant")
+    frames = await ws.collect_until("message_added", timeout=10,
+                                    where=lambda f: f["data"]["message"]["message_type"] == "assistant")
     start = next(f for f in frames if f["type"] == "stream_start")["data"]
     mid = start["message_id"]
     err = next(f for f in frames if f["type"] == "stream_error")["data"]
@@ -92,7 +90,7 @@ async def test_stop_generation_cancels_and_closes_the_provider(chatd, plugin):
     assert (await ws.quiet(0.3)) == [] or all(f["type"] != "stream_content" for f in await ws.quiet(0.1))
     stored = {m["id"]: m for m in await _messages(chatd, token, cid)}
     assert stored[mid]["status"] == "cancelled" and stored[mid]["content"] == text
-    assert chatd.server.chat.active_reply_count == 0
+    assert chatd.server.replies.active_count == 0
 
 
 @pytest.mark.asyncio

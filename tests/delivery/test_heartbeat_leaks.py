@@ -7,9 +7,7 @@ import time
 
 import pytest
 
-from chatd.pytest_plugin import test_settings
-
-from .conftest import RawWS
+from chatd.testing import RawWS, test_settings
 
 
 @pytest.fixture
@@ -22,7 +20,7 @@ def chatd_settings(tmp_path):
 def _counts(server) -> dict:
     return {"connections": server.connections.connection_count, "channels": server.connections.channel_count(),
             "subscribers": server.bus.subscriber_count(), "sockets": len(server.app.settings["sockets"]),
-            "tasks": len(asyncio.all_tasks()), "replies": server.chat.active_reply_count}
+            "tasks": len(asyncio.all_tasks()), "replies": server.replies.active_count}
 
 
 async def _settle(server, baseline: dict, timeout: float) -> dict:
@@ -52,8 +50,7 @@ async def test_protocol_pings_drop_a_dead_peer_and_keep_a_live_one(chatd):
     _, token = await chatd.register()
     conv = await chatd.conversation(token)
     live = await chatd.ws(token)  # tornado's client answers pings
-    await live.send({"type": "join_conversation", "data": {"conversation_id": conv["id"]}})
-    await live.expect("joined")
+    await live.join(conv["id"])
     baseline = _counts(server)
 
     def dead_peer() -> RawWS:
@@ -92,8 +89,7 @@ async def test_counts_return_to_baseline_after_100_abrupt_disconnects(chatd):
     conv = await chatd.conversation(owner_token, member_ids=[other["id"]])
     cid = conv["id"]
     observer = await chatd.ws(owner_token)
-    await observer.send({"type": "join_conversation", "data": {"conversation_id": cid}})
-    await observer.expect("joined")
+    await observer.join(cid)
 
     async def drain() -> None:  # keep reading (an unread tornado client stops answering pings)
         while await observer.recv(timeout=60) is not None:
@@ -145,6 +141,5 @@ async def test_counts_return_to_baseline_after_100_abrupt_disconnects(chatd):
     assert typing.count(False) >= typing.count(True) and typing[-1] is False
     # The server still serves: a fresh client joins and chats.
     ws = await chatd.ws(other_token)
-    await ws.send({"type": "join_conversation", "data": {"conversation_id": cid}})
-    await ws.expect("joined")
+    await ws.join(cid)
     assert frames is not None

@@ -6,9 +6,7 @@ import asyncio
 import pytest
 
 from chatd.config import load_settings
-from chatd.pytest_plugin import test_settings
-
-from .conftest import ScriptedPlugin, scripted_settings
+from chatd.testing import ScriptedPlugin, scripted_settings, test_settings
 
 
 @pytest.fixture
@@ -67,8 +65,7 @@ async def test_messages_per_window(chatd):
 @pytest.mark.parametrize("chatd_settings", [{"rate_messages": 1000, "max_concurrent_replies": 2}], indirect=True)
 async def test_concurrent_replies_cap(chatd):
     token, cid, ws = await _setup(chatd)
-    await ws.send({"type": "join_conversation", "data": {"conversation_id": cid}})
-    await ws.expect("joined")
+    await ws.join(cid)
     for i in range(2):
         await ws.send(_send(cid, f"q{i}", f"m{i}"))
         await ws.expect("ack", where=lambda f, i=i: f["data"].get("ref") == f"m{i}")
@@ -93,7 +90,7 @@ async def test_concurrent_replies_cap(chatd):
     ack = await ws.expect("ack", where=lambda f: f["data"].get("ref") == "m3")
     # Its reply started (the freed slot was reused), and the cap still holds.
     await ws.expect("stream_start", where=lambda f: f["data"]["reply_to"] == ack["data"]["message_id"])
-    assert 1 <= chatd.server.chat.active_reply_count <= 2
+    assert 1 <= chatd.server.replies.active_count <= 2
 
 
 @pytest.mark.asyncio

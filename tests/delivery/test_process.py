@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .conftest import ServerProcess, ahttp, register, ws_connect
+from chatd.testing import ServerProcess, ahttp, register, ws_connect
 
 pytestmark = pytest.mark.usefixtures("ws_clients")
 
@@ -27,8 +27,7 @@ async def _start_reply(srv: ServerProcess, text: str):
     assert status == 201
     cid = body["conversation"]["id"]
     ws = await ws_connect(srv.ws_url, token)
-    await ws.send({"type": "join_conversation", "data": {"conversation_id": cid}})
-    await ws.expect("joined")
+    await ws.join(cid)
     await ws.send({"type": "send_message", "data": {"conversation_id": cid, "content": "/echo " + text,
                                                     "message_type": "user"}})
     start = (await ws.expect("stream_start", timeout=10))["data"]
@@ -43,7 +42,7 @@ async def _read_text(ws, mid, seconds: float, text: str = "", index: int = -1) -
     while loop.time() < end:
         try:
             f = await ws.recv(timeout=max(0.01, end - loop.time()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         if f is None:
             break

@@ -8,7 +8,7 @@ import string
 
 import pytest
 
-from chatd.pytest_plugin import test_settings
+from chatd.testing import test_settings
 
 SEED = int(os.environ.get("CHATD_TEST_SEED", "20240601"))
 MIN_CUTS = 220
@@ -134,7 +134,7 @@ class Reader:
             while budget > 0 or done.is_set():
                 try:
                     f = await ws.recv(timeout=0.5 if not done.is_set() else 0.3)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if done.is_set():
                         return
                     break
@@ -168,8 +168,7 @@ async def test_resume_at_hundreds_of_cut_points(chatd):
     conv = await chatd.conversation(token, title="resume")
     cid = conv["id"]
     driver = await chatd.ws(token)
-    await driver.send({"type": "join_conversation", "data": {"conversation_id": cid}})
-    await driver.expect("joined")
+    await driver.join(cid)
     readers = [Reader(chatd, token, cid, random.Random(SEED + i), f"r{i}") for i in range(4)]
     done = asyncio.Event()
     tasks = [asyncio.create_task(r.run(done)) for r in readers]

@@ -1,24 +1,17 @@
 """Fixtures for the Redis tests: a client on the local Redis and a unique key prefix, cleaned up."""
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 import pytest_asyncio
 
-REDIS_URL = os.environ.get("CHATD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from chatd.testing import REDIS_URL, delete_prefix
 
 
 @pytest.fixture
 def redis_prefix() -> str:
     return f"chatdtest:{uuid.uuid4().hex[:10]}:"
-
-
-async def delete_prefix(client, prefix: str) -> None:
-    keys = [k async for k in client.scan_iter(match=prefix + "*", count=500)]
-    if keys:
-        await client.delete(*keys)
 
 
 @pytest_asyncio.fixture

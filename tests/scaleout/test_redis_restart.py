@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.delivery.conftest import ServerProcess, ahttp, free_port, register, ws_clients, ws_connect  # noqa: F401
+from chatd.testing import ServerProcess, ahttp, free_port, register, ws_connect  # noqa: F401
 
 from .test_two_processes import TEXT, Cluster, _assemble, _env, _join, _send, _stored, close_clients
 
@@ -59,7 +59,8 @@ async def test_reply_survives_a_redis_restart_and_fanout_resumes(tmp_path):
         assert stored["status"] == "complete" and stored["content"] == TEXT
         # Fan-out A → B works again, and a reply streams to B whole.
         await wa.send(_send(cid, "/echo again"))
-        got = await wb.expect("message_received", timeout=10, where=lambda f: f["data"]["message"]["content"] == "/echo again")
+        got = await wb.expect("message_received", timeout=10,
+                              where=lambda f: f["data"]["message"]["content"] == "/echo again")
         mid2 = (await wb.expect("stream_start", timeout=10))["data"]["message_id"]
         text, message = await _assemble(wb, mid2, "", -1)
         assert text == "again" and message["status"] == "complete"

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import redis.asyncio as aioredis
 
+from chatd.bus.events import Event
 from chatd.bus.redis import RedisBus
 from chatd.inflight import InflightReply
-from chatd.inflight_redis import RedisInflight
+from chatd.inflight.redis import RedisInflight
 from chatd.limiter.redis import RedisLimiter
-
-from .conftest import REDIS_URL
+from chatd.testing import REDIS_URL
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio]
 
@@ -20,6 +21,14 @@ async def _bus(client, prefix) -> RedisBus:
     bus = RedisBus(client, prefix)
     await bus.start()
     return bus
+
+
+def ev(**data) -> Event:
+    return Event.frame("t", data)
+
+
+def data_of(events: list[Event]) -> list[dict]:
+    return [json.loads(e.payload)["data"] for e in events]
 
 
 async def _wait_for(cond, timeout: float = 5.0) -> None:
@@ -40,13 +49,13 @@ async def test_bus_orders_each_publisher_and_fans_out_across_processes(redis_cli
         await a.subscribe("conv:1", got_a.append)
         await b.subscribe("conv:1", got_b.append)
         for i in range(300):
-            await (a if i % 2 else b).publish("conv:1", {"n": i, "who": "a" if i % 2 else "b"})
+            await (a if i % 2 else b).publish("conv:1", ev(n=i, who="a" if i % 2 else "b"))
         await _wait_for(lambda: len(got_a) == 300 and len(got_b) == 300)
         for got in (got_a, got_b):
             for who in "ab":
-                ns = [e["n"] for e in got if e["who"] == who]
+                ns = [e["n"] for e in data_of(got) if e["who"] == who]
                 assert ns == sorted(ns)
-        assert got_a == got_b  # one publisher at a time here: the same global order too
+        assert data_of(got_a) == data_of(got_b)  # one publisher at a time here: the same global order too
     finally:
         await a.close()
         await b.close()
@@ -61,16 +70,16 @@ async def test_bus_subscribe_is_live_when_it_returns_and_prefix_isolates(redis_c
         await stranger.subscribe("conv:9", strange.append)
         await bus.subscribe("conv:9", got.append)
         # Published by raw Redis right after subscribe returned: must arrive.
-        await redis_client.publish(redis_prefix + "conv:9", b'{"x":1}')
-        await _wait_for(lambda: got == [{"x": 1}])
+        await redis_client.publish(redis_prefix + "conv:9", ev(x=1).to_wire())
+        await _wait_for(lambda: data_of(got) == [{"x": 1}])
         await asyncio.sleep(0.1)
         assert strange == []
         # Unsubscribe then subscribe again at once: still live when it returns.
         handler = got.append
         await bus.unsubscribe("conv:9", handler)
         await bus.subscribe("conv:9", handler)
-        await redis_client.publish(redis_prefix + "conv:9", b'{"x":2}')
-        await _wait_for(lambda: got == [{"x": 1}, {"x": 2}])
+        await redis_client.publish(redis_prefix + "conv:9", ev(x=2).to_wire())
+        await _wait_for(lambda: data_of(got) == [{"x": 1}, {"x": 2}])
         await bus.unsubscribe("conv:9", handler)
         assert bus.subscriber_count() == 0
         assert await bus.ping()
@@ -94,7 +103,7 @@ async def test_bus_reconnects_and_resubscribes_after_connection_loss(redis_clien
         n = 0
         while not got:  # publish until the reconnected subscriber hears one
             assert loop.time() < end, "bus did not re-subscribe"
-            await bus.publish("conv:3", {"n": n})
+            await bus.publish("conv:3", ev(n=n))
             n += 1
             await asyncio.sleep(0.05)
         assert await bus.ping()

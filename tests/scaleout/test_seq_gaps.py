@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from chatd.connections import GAP_WAIT_S, Connection, JoinState
-from chatd.replies import envelope
-from chatd.store import StoredEvent
+from chatd.bus.events import Event
+from chatd.connections import GAP_WAIT_S, Connection, ConversationCursor
 
 pytestmark = pytest.mark.asyncio
 
@@ -25,19 +24,19 @@ class FakeSocket:
 
 
 def msg_env(cid, seq, ftype="message_received"):
-    return envelope(ftype, {"message": {"id": 100 + seq, "seq": seq}, "seq": seq}, conv=cid, seq=seq)
+    return Event.frame(ftype, {"message": {"id": 100 + seq, "seq": seq}, "seq": seq}, conv=cid, seq=seq)
 
 
 def update_env(cid, seq, change=False):
-    return envelope("conversation_updated", {"conversation": {"id": cid}, "seq": seq}, conv=cid, seq=seq,
-                    change=change)
+    return Event.frame("conversation_updated", {"conversation": {"id": cid}, "seq": seq}, conv=cid, seq=seq,
+                       change=change)
 
 
 async def _conn(fetch=None, last_seq=4):
     sock = FakeSocket()
     conn = Connection(sock, user_id=1, session_id="s", max_queue_bytes=1 << 20)
     conn.fetch_events = fetch
-    state = JoinState(last_seq=last_seq)
+    state = ConversationCursor(last_seq=last_seq, hold_gaps=fetch is not None)
     conn.joined[9] = state
     return conn, sock, state
 
@@ -62,7 +61,7 @@ async def test_out_of_order_events_are_reordered_without_a_fetch():
     try:
         conn.deliver(msg_env(9, 6))
         conn.deliver(update_env(9, 6))  # the sidebar update of seq 6 waits with it
-        conn.deliver(envelope("typing_indicator", {"user_id": 2}, conv=9))  # no seq: never held
+        conn.deliver(Event.frame("typing_indicator", {"user_id": 2}, conv=9))  # no seq: never held
         await _flush()
         assert seqs(sock) == [("typing_indicator", None)]
         conn.deliver(msg_env(9, 5))
@@ -70,7 +69,7 @@ async def test_out_of_order_events_are_reordered_without_a_fetch():
         assert seqs(sock)[1:] == [("message_received", 5), ("message_received", 6), ("conversation_updated", 6)]
         conn.deliver(msg_env(9, 6))  # a duplicate: dropped
         await asyncio.sleep(GAP_WAIT_S + 0.1)
-        assert calls == [] and len(sock.frames) == 4 and state.held == {} and state.gap_timer is None
+        assert calls == [] and len(sock.frames) == 4 and state.held == {} and not conn._gap_fills
     finally:
         await conn.aclose()
 
@@ -80,8 +79,7 @@ async def test_a_gap_that_does_not_fill_is_read_from_the_store_once():
 
     async def fetch(cid, since):
         calls.append((cid, since))
-        return [StoredEvent(seq=s, type="message_received", data={"message": {"id": 100 + s}, "seq": s})
-                for s in range(since + 1, 9)]  # the store has 5..8; 8 has not arrived live yet
+        return [msg_env(cid, s) for s in range(since + 1, 9)]  # the store has 5..8; 8 has not arrived live yet
 
     conn, sock, state = await _conn(fetch)
     try:

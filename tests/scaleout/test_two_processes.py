@@ -9,10 +9,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from tests.delivery import conftest as delivery
-from tests.delivery.conftest import ServerProcess, ahttp, register, ws_clients, ws_connect  # noqa: F401
-
-from .conftest import REDIS_URL, delete_prefix
+from chatd import testing
+from chatd.testing import REDIS_URL, ServerProcess, ahttp, delete_prefix, register, ws_connect
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.usefixtures("ws_clients")]
 
@@ -25,8 +23,9 @@ class Cluster:
 
 
 def _env(prefix: str, tps: float, **extra: str) -> dict[str, str]:
-    env = {"CHATD_BUS": "redis", "CHATD_LIMITER": "redis", "CHATD_REDIS_URL": REDIS_URL,
-           "CHATD_REDIS_PREFIX": prefix, "CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND": str(tps),
+    env = {"CHATD_BUS": "redis", "CHATD_LIMITER": "redis", "CHATD_INFLIGHT": "redis",
+           "CHATD_REDIS_URL": REDIS_URL, "CHATD_REDIS_PREFIX": prefix,
+           "CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND": str(tps),
            "CHATD_PROVIDERS__DEMO__ECHO_CHUNK": "4", "CHATD_LOG_LEVEL": "WARNING", "CHATD_OWNER_LEASE_S": "2"}
     env.update(extra)
     return env
@@ -60,7 +59,7 @@ async def cluster(tmp_path, request):
 
 async def close_clients() -> None:
     """Close the test's sockets while the servers still answer the close handshake."""
-    clients = list(delivery._OPEN_CLIENTS)
+    clients = list(testing._open_clients)
     for ws in clients:
         ws.close()
     await asyncio.sleep(0.2)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 from chatd import hookimpl
 from chatd.errors import Filtered
@@ -31,14 +32,13 @@ class HelloProvider(Provider):
 
 
 class NoShouting(InboundFilter):
-    """Refuses messages in capitals when `[plugins.hello] no_shouting = true`."""
+    """Refuses messages in capitals (registered when `[plugins.hello] no_shouting = true`)."""
 
     name = "no_shouting"
 
     async def inbound(self, content: str, ctx: FilterContext) -> str:
         """Pass the content, or refuse it with FILTERED."""
-        conf = (getattr(ctx.settings, "plugins", None) or {}).get("hello", {})
-        if conf.get("no_shouting") and content.isupper():
+        if content.isupper():
             raise Filtered("Please don't shout")
         return content
 
@@ -50,9 +50,10 @@ def register_providers(register: Callable[[str, Callable[[dict[str, Any]], Provi
 
 
 @hookimpl
-def register_filters(register: Callable[[Any], None]) -> None:
-    """Register the no-shouting filter."""
-    register(NoShouting())
+def register_filters(register: Callable[[Any], None], plugin_settings: Mapping[str, Any]) -> None:
+    """Register the no-shouting filter when our `[plugins.hello]` table turns it on."""
+    if plugin_settings.get("hello", {}).get("no_shouting"):
+        register(NoShouting())
 
 
 @hookimpl

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import pytest
-
-from chatd.pytest_plugin import test_settings
-
 from llm_fakes import Behavior
+
+from chatd.testing import test_settings
 
 
 @pytest.fixture
@@ -27,8 +26,7 @@ async def test_env_base_url_makes_the_compatible_server_the_default(chatd, fake_
     conv = await chatd.conversation(token)
     assert conv["assistant_id"] == "openai"
     ws = await chatd.ws(token)
-    await ws.send({"type": "join_conversation", "data": {"conversation_id": conv["id"]}})
-    await ws.expect("joined")
+    await ws.join(conv["id"])
     fake_llm.push(Behavior(deltas=["Local ", "model ", "here"], delay=0.01))
     await ws.send({"type": "send_message", "data": {"conversation_id": conv["id"], "content": "hi",
                                                     "message_type": "user"}})

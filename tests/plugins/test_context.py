@@ -7,6 +7,7 @@ import pytest
 import tiktoken
 
 from chatd import context
+from chatd.models import Message
 from chatd.providers import Assistant
 
 
@@ -22,8 +23,10 @@ def byte_encoding():
     context._encodings.update(saved)
 
 
-def history(*texts: str) -> list[dict]:
-    return [{"message_type": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(texts)]
+def history(*texts: str) -> list[Message]:
+    return [Message(id=i + 1, conversation_id=1, content=t, message_type="user" if i % 2 == 0 else "assistant",
+                    sender_id=None, created_at="2026-01-01T00:00:00.000Z", status="complete", seq=i + 1)
+            for i, t in enumerate(texts)]
 
 
 def test_unknown_model_uses_the_estimate():

@@ -6,13 +6,13 @@ import logging
 
 import pytest
 import pytest_asyncio
+from llm_fakes import Behavior
+from provider_helpers import cancel_after, drive, drive_and_close, make_request
 
 from chatd.errors import ConfigError, ProviderError, ProviderUnavailable
 from chatd.providers import Turn
+from chatd.testing import free_port
 from chatd_openai import OpenAIProvider
-
-from llm_fakes import Behavior
-from provider_helpers import closed_port, drive, make_request
 
 KEY = "sk-test-SECRET0123456789abcdef"
 
@@ -121,11 +121,8 @@ async def test_bad_request_is_provider_error_with_upstream_detail(provider, fake
 @pytest.mark.asyncio
 async def test_hang_past_the_timeout_is_unavailable(fake_llm):
     p = OpenAIProvider({"base_url": fake_llm.openai_url, "api_key": KEY, "max_retries": 0, "timeout": 0.4})
-    try:
-        fake_llm.push(Behavior(kind="hang", hang_s=10))
-        out = await drive(p, make_request(name="Helpful GPT"))
-    finally:
-        await p.aclose()
+    fake_llm.push(Behavior(kind="hang", hang_s=10))
+    out = await drive_and_close(p, make_request(name="Helpful GPT"))
     assert isinstance(out.error, ProviderUnavailable)
     assert "Helpful GPT" in out.error.message and "in time" in out.error.message
     assert 0.3 < out.elapsed < 3
@@ -134,21 +131,15 @@ async def test_hang_past_the_timeout_is_unavailable(fake_llm):
 @pytest.mark.asyncio
 async def test_stall_mid_stream_past_the_timeout_is_unavailable(fake_llm):
     p = OpenAIProvider({"base_url": fake_llm.openai_url, "api_key": KEY, "max_retries": 0, "timeout": 0.4})
-    try:
-        fake_llm.push(Behavior(deltas=["a", "b"], delay=1.5))
-        out = await drive(p, make_request())
-    finally:
-        await p.aclose()
+    fake_llm.push(Behavior(deltas=["a", "b"], delay=1.5))
+    out = await drive_and_close(p, make_request())
     assert isinstance(out.error, ProviderUnavailable) and out.elapsed < 3
 
 
 @pytest.mark.asyncio
 async def test_connection_refused_is_unavailable():
-    p = OpenAIProvider({"base_url": f"http://127.0.0.1:{closed_port()}/v1", "api_key": KEY, "max_retries": 0})
-    try:
-        out = await drive(p, make_request(name="Helpful GPT"))
-    finally:
-        await p.aclose()
+    p = OpenAIProvider({"base_url": f"http://127.0.0.1:{free_port()}/v1", "api_key": KEY, "max_retries": 0})
+    out = await drive_and_close(p, make_request(name="Helpful GPT"))
     assert isinstance(out.error, ProviderUnavailable)
     assert "Helpful GPT" in out.error.message and "could not be reached" in out.error.message
 
@@ -180,23 +171,7 @@ async def test_error_event_mid_stream_is_unavailable(provider, fake_llm):
 @pytest.mark.asyncio
 async def test_cancellation_closes_the_upstream_stream(provider, fake_llm):
     fake_llm.push(Behavior(deltas=[f"w{i} " for i in range(200)], delay=0.02))
-    request = make_request()
-    from chatd.providers import Completion
-
-    got: list[str] = []
-    two = asyncio.Event()
-
-    async def consume():
-        async for delta in provider.stream(request, Completion()):
-            got.append(delta)
-            if len(got) == 2:
-                two.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(two.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    got = await cancel_after(provider, make_request())
     await asyncio.wait_for(fake_llm.disconnected.wait(), 3)
     assert fake_llm.disconnects == 1 and fake_llm.completed == 0
     assert len(got) < 50

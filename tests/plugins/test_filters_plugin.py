@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatd.errors import Filtered
 from chatd.filters import FilterContext
-from chatd.pytest_plugin import test_settings
+from chatd.testing import test_settings
 from chatd_filters import BlocklistFilter, PIIInbound, PIIOutbound
 from chatd_filters.pii import Redactor, StreamRedactor, luhn_valid
 
@@ -15,13 +16,9 @@ SAMPLE = ("Mail bob.smith@example.co.uk or call (415) 555-0100, +44 20 7946 0958
           "on 2024-01-15 order 12345678 shipped, v1.2.3.")
 
 
-def ctx(plugins: dict, message_type: str = "user") -> FilterContext:
-    class S:
-        pass
-
-    s = S()
-    s.plugins = plugins
-    return FilterContext(user_id=1, conversation_id=1, message_type=message_type, settings=s)
+def ctx(message_type: str = "user") -> FilterContext:
+    """A filter context without settings: the filters are configured from their tables, once."""
+    return FilterContext(user_id=1, conversation_id=1, message_type=message_type, settings=None)
 
 
 def test_luhn():
@@ -71,34 +68,31 @@ def test_stream_redactor_releases_ordinary_text_promptly():
 
 
 def test_outbound_filter_is_off_unless_enabled():
-    f = PIIOutbound()
-    off = f.session(ctx({}))
+    off = PIIOutbound({}).session(ctx())
     assert off.feed("a@b.io ") == "a@b.io " and off.flush() == ""
-    on = f.session(ctx({"pii": {"enabled": True}}))
+    on = PIIOutbound({"enabled": True}).session(ctx())
     assert on.feed("mail a@b.") + on.feed("io now") + on.flush() == "mail [email redacted] now"
-    outbound_off = f.session(ctx({"pii": {"enabled": True, "outbound": False}}))
+    outbound_off = PIIOutbound({"enabled": True, "outbound": False}).session(ctx())
     assert outbound_off.feed("a@b.io ") == "a@b.io "
 
 
 @pytest.mark.asyncio
 async def test_inbound_redaction_is_opt_in():
-    f = PIIInbound()
-    assert await f.inbound("a@b.io", ctx({"pii": {"enabled": True}})) == "a@b.io"
-    assert await f.inbound("a@b.io", ctx({"pii": {"enabled": True, "inbound": True}})) == "[email redacted]"
+    assert await PIIInbound({"enabled": True}).inbound("a@b.io", ctx()) == "a@b.io"
+    assert await PIIInbound({"enabled": True, "inbound": True}).inbound("a@b.io", ctx()) == "[email redacted]"
 
 
 @pytest.mark.asyncio
 async def test_blocklist_words_patterns_and_message_types():
-    f = BlocklistFilter()
-    conf = {"blocklist": {"words": ["Voldemort", "dark mark"], "patterns": [r"secret-\d+"]}}
-    assert await f.inbound("nothing here", ctx(conf)) == "nothing here"
-    assert await f.inbound("voldemorts", ctx(conf)) == "voldemorts"  # whole words only
+    f = BlocklistFilter({"words": ["Voldemort", "dark mark"], "patterns": [r"secret-\d+"]})
+    assert await f.inbound("nothing here", ctx()) == "nothing here"
+    assert await f.inbound("voldemorts", ctx()) == "voldemorts"  # whole words only
     for text in ("say VOLDEMORT!", "the Dark Mark rose", "code secret-42"):
         with pytest.raises(Filtered) as e:
-            await f.inbound(text, ctx(conf))
+            await f.inbound(text, ctx())
         assert e.value.code == "FILTERED" and "blocked term" in e.value.message
-    assert await f.inbound("Voldemort", ctx(conf, message_type="system")) == "Voldemort"
-    assert await f.inbound("Voldemort", ctx({})) == "Voldemort"
+    assert await f.inbound("Voldemort", ctx(message_type="system")) == "Voldemort"
+    assert await BlocklistFilter({}).inbound("Voldemort", ctx()) == "Voldemort"
 
 
 @pytest.fixture
@@ -110,14 +104,11 @@ def chatd_settings(tmp_path):
 
 @pytest.mark.asyncio
 async def test_through_chatd_replies_are_redacted_and_blocked_words_refused(chatd):
-    _, token = await chatd.register()
-    conv = await chatd.conversation(token, assistant_id="demo")
-    ws = await chatd.ws(token)
-    await ws.send({"type": "join_conversation", "data": {"conversation_id": conv["id"]}})
-    await ws.expect("joined")
+    token, conv, ws = await chatd.joined(assistant_id="demo")
     # The demo echoes in 3-character deltas: the email and card arrive split across many.
     await ws.send({"type": "send_message", "data": {"conversation_id": conv["id"], "message_type": "user",
-                                                    "content": "/echo write to bob@example.com, card 4111 1111 1111 1111."}})
+                                                    "content": "/echo write to bob@example.com, "
+                                                               "card 4111 1111 1111 1111."}})
     frames = await ws.collect_until("message_added", timeout=10)
     streamed = "".join(f["data"]["content"] for f in frames if f["type"] == "stream_content")
     assert streamed == "write to [email redacted], card [card redacted]."

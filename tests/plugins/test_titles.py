@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import pytest
+from llm_fakes import Behavior
 
 from chatd import chat, titles
-from chatd.pytest_plugin import test_settings
-
-from llm_fakes import Behavior
+from chatd.testing import test_settings
 
 
 def test_default_title_matches_the_chat_service():
@@ -34,11 +33,7 @@ def chatd_settings(tmp_path, fake_llm):
 
 
 async def first_exchange(chatd, content: str, title: str | None = None):
-    _, token = await chatd.register()
-    conv = await chatd.conversation(token, **({"title": title} if title else {}))
-    ws = await chatd.ws(token)
-    await ws.send({"type": "join_conversation", "data": {"conversation_id": conv["id"]}})
-    await ws.expect("joined")
+    token, conv, ws = await chatd.joined(**({"title": title} if title else {}))
     await ws.send({"type": "send_message", "data": {"conversation_id": conv["id"], "content": content,
                                                     "message_type": "user"}})
     await ws.expect("message_added", timeout=10, where=lambda f: f["data"]["message"]["message_type"] == "assistant")

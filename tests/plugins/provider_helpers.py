@@ -5,6 +5,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from chatd.errors import ChatdError
 from chatd.providers import Assistant, Completion, CompletionRequest, Provider, Turn
 
@@ -49,10 +51,29 @@ async def drive(provider: Provider, request: CompletionRequest) -> Outcome:
     return out
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+async def drive_and_close(provider: Provider, request: CompletionRequest) -> Outcome:
+    """`drive` a provider made for one test, then close it."""
+    try:
+        return await drive(provider, request)
+    finally:
+        await provider.aclose()
+
+
+async def cancel_after(provider: Provider, request: CompletionRequest, n: int = 2) -> list[str]:
+    """Stream, cancel the iteration once `n` deltas arrived, check it ended cancelled; the deltas seen."""
+    got: list[str] = []
+    enough = asyncio.Event()
+
+    async def consume() -> None:
+        async for delta in provider.stream(request, Completion()):
+            got.append(delta)
+            if len(got) == n:
+                enough.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(enough.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return got

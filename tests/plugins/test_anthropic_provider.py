@@ -6,13 +6,13 @@ import logging
 
 import pytest
 import pytest_asyncio
+from llm_fakes import Behavior
+from provider_helpers import cancel_after, drive, drive_and_close, make_request
 
 from chatd.errors import ConfigError, ProviderError, ProviderUnavailable
-from chatd.providers import Completion, Turn
+from chatd.providers import Turn
+from chatd.testing import free_port
 from chatd_anthropic import AnthropicProvider, to_messages
-
-from llm_fakes import Behavior
-from provider_helpers import closed_port, drive, make_request
 
 KEY = "sk-ant-api03-SECRET0123456789abcdef"
 MODEL = "claude-test-1"
@@ -113,11 +113,8 @@ async def test_invalid_request_is_provider_error_with_detail(provider, fake_llm)
 @pytest.mark.asyncio
 async def test_hang_past_the_timeout_is_unavailable(fake_llm):
     p = AnthropicProvider({"base_url": fake_llm.anthropic_url, "api_key": KEY, "max_retries": 0, "timeout": 0.4})
-    try:
-        fake_llm.push(Behavior(kind="hang", hang_s=10))
-        out = await drive(p, make_request(MODEL, name="Claude Test"))
-    finally:
-        await p.aclose()
+    fake_llm.push(Behavior(kind="hang", hang_s=10))
+    out = await drive_and_close(p, make_request(MODEL, name="Claude Test"))
     assert isinstance(out.error, ProviderUnavailable) and "in time" in out.error.message
     assert 0.3 < out.elapsed < 3
 
@@ -125,21 +122,15 @@ async def test_hang_past_the_timeout_is_unavailable(fake_llm):
 @pytest.mark.asyncio
 async def test_stall_mid_stream_past_the_timeout_is_unavailable(fake_llm):
     p = AnthropicProvider({"base_url": fake_llm.anthropic_url, "api_key": KEY, "max_retries": 0, "timeout": 0.4})
-    try:
-        fake_llm.push(Behavior(deltas=["a", "b"], delay=1.5))
-        out = await drive(p, make_request(MODEL))
-    finally:
-        await p.aclose()
+    fake_llm.push(Behavior(deltas=["a", "b"], delay=1.5))
+    out = await drive_and_close(p, make_request(MODEL))
     assert isinstance(out.error, ProviderUnavailable) and out.elapsed < 3
 
 
 @pytest.mark.asyncio
 async def test_connection_refused_is_unavailable():
-    p = AnthropicProvider({"base_url": f"http://127.0.0.1:{closed_port()}", "api_key": KEY, "max_retries": 0})
-    try:
-        out = await drive(p, make_request(MODEL, name="Claude Test"))
-    finally:
-        await p.aclose()
+    p = AnthropicProvider({"base_url": f"http://127.0.0.1:{free_port()}", "api_key": KEY, "max_retries": 0})
+    out = await drive_and_close(p, make_request(MODEL, name="Claude Test"))
     assert isinstance(out.error, ProviderUnavailable) and "could not be reached" in out.error.message
 
 
@@ -170,20 +161,7 @@ async def test_error_event_mid_stream_is_unavailable(provider, fake_llm):
 @pytest.mark.asyncio
 async def test_cancellation_closes_the_upstream_stream(provider, fake_llm):
     fake_llm.push(Behavior(deltas=[f"w{i} " for i in range(200)], delay=0.02))
-    got: list[str] = []
-    two = asyncio.Event()
-
-    async def consume():
-        async for delta in provider.stream(make_request(MODEL), Completion()):
-            got.append(delta)
-            if len(got) == 2:
-                two.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(two.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    got = await cancel_after(provider, make_request(MODEL))
     await asyncio.wait_for(fake_llm.disconnected.wait(), 3)
     assert fake_llm.disconnects == 1 and fake_llm.completed == 0 and len(got) < 50
 

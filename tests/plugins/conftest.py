@@ -1,13 +1,12 @@
 """Fixtures of the provider tests: a fake OpenAI + Anthropic server (see llm_fakes.py)."""
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest_asyncio
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
-
 from llm_fakes import AnthropicHandler, FakeLLM, OpenAIHandler
 
 

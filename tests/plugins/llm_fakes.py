@@ -132,6 +132,31 @@ class _Base(tornado.web.RequestHandler):
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
 
+    @staticmethod
+    def _to_send(b: Behavior) -> list[str]:
+        """The deltas sent before a `disconnect` or `stream_error` behavior cuts in."""
+        return b.deltas[:b.after] if b.kind in ("disconnect", "stream_error") else b.deltas
+
+    def _disconnect(self, b: Behavior) -> None:
+        """End a `disconnect` behavior's response: cleanly without the final event, or by cutting the connection."""
+        if b.clean_close:
+            self.finish()
+        else:
+            self._abort()
+
+    async def _begin(self) -> tuple[dict, Behavior] | None:
+        """Record the request, take its behavior and answer a `status` or `hang` one (then None)."""
+        body = self._record()
+        b = self.fake.take(body)
+        if b.kind == "status":
+            await self._status(b)
+            return None
+        if b.kind == "hang":
+            await self._hang(b)
+            return None
+        self._sse_headers()
+        return body, b
+
 
 class OpenAIHandler(_Base):
     """POST /v1/chat/completions, streaming `chat.completion.chunk`s like api.openai.com."""
@@ -145,27 +170,19 @@ class OpenAIHandler(_Base):
         return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
 
     async def post(self) -> None:
-        body = self._record()
-        b = self.fake.take(body)
-        if b.kind == "status":
-            return await self._status(b)
-        if b.kind == "hang":
-            return await self._hang(b)
-        self._sse_headers()
+        begun = await self._begin()
+        if begun is None:
+            return
+        body, b = begun
         self.set_header("x-request-id", f"req_{uuid.uuid4().hex[:12]}")
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         model = body.get("model", "gpt-fake") + "-2024-07-18"
         try:
             await self._send(self._chunk(cid, model, {"role": "assistant", "content": "", "refusal": None}, None), 0)
-            for i, d in enumerate(b.deltas):
-                if b.kind in ("disconnect", "stream_error") and i >= b.after:
-                    break
+            for d in self._to_send(b):
                 await self._send(self._chunk(cid, model, {"content": d}, None), b.delay)
             if b.kind == "disconnect":
-                if b.clean_close:
-                    self.finish()
-                else:
-                    self._abort()
+                self._disconnect(b)
                 return
             if b.kind == "stream_error":
                 err = {"error": {"message": "The server had an error while processing your request.",
@@ -196,13 +213,10 @@ class AnthropicHandler(_Base):
         await self._send(f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n", delay)
 
     async def post(self) -> None:
-        body = self._record()
-        b = self.fake.take(body)
-        if b.kind == "status":
-            return await self._status(b)
-        if b.kind == "hang":
-            return await self._hang(b)
-        self._sse_headers()
+        begun = await self._begin()
+        if begun is None:
+            return
+        body, b = begun
         self.set_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
         p, c = b.usage
         msg = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
@@ -215,16 +229,11 @@ class AnthropicHandler(_Base):
             await self._event("content_block_start", {"type": "content_block_start", "index": 0,
                                                       "content_block": {"type": "text", "text": ""}})
             await self._event("ping", {"type": "ping"})
-            for i, d in enumerate(b.deltas):
-                if b.kind in ("disconnect", "stream_error") and i >= b.after:
-                    break
+            for d in self._to_send(b):
                 await self._event("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                           "delta": {"type": "text_delta", "text": d}}, b.delay)
             if b.kind == "disconnect":
-                if b.clean_close:
-                    self.finish()
-                else:
-                    self._abort()
+                self._disconnect(b)
                 return
             if b.kind == "stream_error":
                 await self._event("error", {"type": "error", "error": {"type": "overloaded_error",

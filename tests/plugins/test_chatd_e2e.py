@@ -4,10 +4,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from chatd.pytest_plugin import test_settings
-
 from llm_fakes import TITLE_REPLY, Behavior
+
+from chatd.testing import test_settings
 
 KEY = "sk-e2e-SECRET0123456789abcdef"
 
@@ -32,8 +31,7 @@ async def start_chat(chatd, assistant_id: str | None = None):
     fields = {"assistant_id": assistant_id} if assistant_id else {}
     conv = await chatd.conversation(token, **fields)
     ws = await chatd.ws(token)
-    await ws.send({"type": "join_conversation", "data": {"conversation_id": conv["id"]}})
-    await ws.expect("joined")
+    await ws.join(conv["id"])
     return user, token, conv, ws
 
 

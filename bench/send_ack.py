@@ -1,0 +1,161 @@
+"""Benchmark: send→ack latency with many concurrent senders, as a ratio to a bare Tornado echo.
+
+Each sender is its own user with its own conversation and socket, and sends `--messages` user
+messages one after the other, each as soon as the previous one's `ack` arrived; chatd stores
+every one (with its seq), acks it, announces it, and starts a demo reply, so acks are measured
+while up to `--senders` replies stream. The baseline is the same client against
+`bench/baseline_server.py` echoing each frame.
+
+Run: `.venv/bin/python -m bench.send_ack [--senders 100] [--messages 20] [--tps 200]`.
+The chatd under test is the one importable by this interpreter (PYTHONPATH picks another tree).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from tornado.websocket import websocket_connect
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, seconds: float = 20) -> None:
+    """Poll until the URL answers 200."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of values, in milliseconds."""
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+async def senders(url: str, users: list[tuple[str, int]] | int, m: int) -> list[float]:
+    """One socket per user (or `users` anonymous sockets for the echo), each sending m frames in turn;
+    every round trip in seconds."""
+    socks: list[tuple[object, tuple[str, int] | None]] = []
+    for user in (users if isinstance(users, list) else [None] * users):
+        ws = await websocket_connect(url, max_message_size=1 << 24)
+        if user is not None:
+            await ws.write_message(json.dumps({"type": "auth", "token": user[0]}))
+            await ws.read_message()
+        socks.append((ws, user))
+    out: list[float] = []
+
+    async def one(i: int, ws, user: tuple[str, int] | None) -> None:
+        for j in range(m):
+            ref = f"{i}:{j}"
+            if user is None:
+                frame = json.dumps({"echo": ref})
+            else:
+                frame = json.dumps({"type": "send_message", "ref": ref, "data": {
+                    "conversation_id": user[1], "content": "/echo ok", "message_type": "user"}})
+            t0 = time.perf_counter()
+            await ws.write_message(frame)
+            while True:  # the sidebar updates and the reply arrive too: read until our own answer
+                text = await ws.read_message()
+                if text is None:
+                    raise RuntimeError("socket closed")
+                if f'"{ref}"' in text:
+                    if '"error"' in text:
+                        raise RuntimeError(text)
+                    break
+            out.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(one(i, ws, user) for i, (ws, user) in enumerate(socks)))
+    for ws, _ in socks:
+        ws.close()  # type: ignore[attr-defined]
+    return out
+
+
+def call(base: str, path: str, body: dict, token: str | None = None) -> dict:
+    """POST JSON to chatd; the JSON answer."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST", headers=headers)
+    with urllib.request.urlopen(req) as r:
+        return dict(json.loads(r.read()))
+
+
+async def chatd_run(args: argparse.Namespace) -> list[float]:
+    """Start chatd on the embedded defaults; one user and one conversation per sender; measure."""
+    data = tempfile.mkdtemp(prefix="bench-ack-")
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHATD_")},
+           "CHATD_DATA_DIR": data, "CHATD_LOG_LEVEL": "WARNING", "CHATD_RATE_MESSAGES": "100000000",
+           "CHATD_RATE_AUTH_ATTEMPTS": "100000", "CHATD_MAX_CONCURRENT_REPLIES": "100000",
+           "CHATD_MAX_FRAMES_PER_SECOND": "100000", "CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND": str(args.tps)}
+    proc = subprocess.Popen([sys.executable, "-m", "chatd", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/healthz")
+        users = []
+        for i in range(args.senders):
+            auth = call(base, "/api/v1/auth/register", {"username": f"s{i}", "password": "bench-password"})
+            conv = call(base, "/api/v1/conversations", {"title": "bench"}, auth["access_token"])
+            users.append((auth["access_token"], conv["conversation"]["id"]))
+        return await senders(f"ws://127.0.0.1:{port}/api/v1/chat/ws", users, args.messages)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+async def bare_run(args: argparse.Namespace) -> list[float]:
+    """The same client against a bare Tornado echo."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "baseline_server.py"), str(port)],
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        return await senders(f"ws://127.0.0.1:{port}/ws", args.senders, args.messages)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+async def main() -> None:
+    """Alternate bare and chatd runs; print p50/p99 of each and the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--senders", type=int, default=100)
+    parser.add_argument("--messages", type=int, default=20, help="per sender")
+    parser.add_argument("--tps", type=float, default=200.0, help="demo tokens per second (user messages)")
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    for run in range(1, args.runs + 1):
+        bare = await bare_run(args)
+        chatd = await chatd_run(args)
+        print(f"run {run}: senders={args.senders} messages={args.messages} demo_tps={args.tps}")
+        for name, lat in (("tornado-bare echo", bare), ("chatd send->ack", chatd)):
+            print(f"  {name:18} n={len(lat)} p50={pct(lat, 50):.2f}ms p99={pct(lat, 99):.2f}ms "
+                  f"mean={1000 * statistics.fmean(lat):.2f}ms")
+        print(f"  ratio chatd/bare: p50 x{pct(chatd, 50) / pct(bare, 50):.1f}, "
+              f"p99 x{pct(chatd, 99) / pct(bare, 99):.1f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
