@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         logging.basicConfig(level=settings.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("aiosqlite").setLevel(logging.WARNING)  # it logs every statement at DEBUG
         if args.command == "serve":
             from chatd.app import serve_forever
 

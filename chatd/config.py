@@ -38,6 +38,8 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "chatd:"  # channel and key prefix: several deployments may share one Redis
     owner_lease_s: float = 5.0  # with Redis: a process whose lease lapsed this long has its replies interrupted
+    redis_pool_size: int = 64  # connections to Redis per process; a command waits for a free one
+    redis_timeout_s: float = 5.0  # how long a Redis command may wait for a connection and retry before it fails
 
     # Authentication.
     jwt_secret: str = ""  # default: generated into <data_dir>/jwt_secret on first run
@@ -106,7 +108,8 @@ class Settings:
         for name in ("token_ttl_s", "auth_timeout_s", "max_frame_bytes", "max_message_chars",
                      "rate_messages", "rate_window_s", "max_concurrent_replies", "rate_auth_attempts",
                      "rate_auth_window_s", "max_frames_per_second", "outbound_queue_bytes", "checkpoint_interval_s",
-                     "coalesce_max_chars", "history_messages", "owner_lease_s"):
+                     "coalesce_max_chars", "history_messages", "owner_lease_s", "redis_pool_size",
+                     "redis_timeout_s"):
             need(getattr(self, name) > 0, name, "must be positive")
         for name in ("heartbeat_interval_s", "heartbeat_timeout_s", "coalesce_ms", "shutdown_grace_s"):
             need(getattr(self, name) >= 0, name, "must not be negative")

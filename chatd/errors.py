@@ -105,6 +105,13 @@ class ProviderUnavailable(ChatdError):
     http_status = 503
 
 
+class BusUnavailable(ChatdError):
+    """The event bus (Redis) could not carry an event in time; the protocol names no code of its own for it."""
+
+    code = "PROVIDER_UNAVAILABLE"
+    http_status = 503
+
+
 class Filtered(ChatdError):
     """A message filter plugin refused the content."""
 

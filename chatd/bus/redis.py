@@ -3,12 +3,15 @@ handlers synchronously in arrival order (so events of one publisher stay in publ
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -16,10 +19,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from chatd.aio import cancel_and_wait
 from chatd.bus import Bus, Handler
 from chatd.bus.events import Event
+from chatd.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT_S = 5.0
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 1.0
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 
@@ -27,9 +33,10 @@ BACKOFF_MAX_S = 5.0
 class RedisBus(Bus):
     """Channels `<prefix><name>` on Redis pub/sub; `subscribe` returns once Redis confirmed it."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "chatd:") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "chatd:", publish_timeout_s: float = 5.0) -> None:
         self.client = client
         self.prefix = prefix
+        self.publish_timeout_s = publish_timeout_s
         self._handlers: dict[str, list[Handler]] = {}
         self._live: dict[str, asyncio.Future] = {}  # channel → done once Redis confirmed the subscription
         self._pending: dict[str, int] = {}  # SUBSCRIBEs sent and not yet confirmed, per channel
@@ -37,9 +44,12 @@ class RedisBus(Bus):
         self._reader: asyncio.Task | None = None
         self._closed = False
         self._own = f"{prefix}__bus__:{uuid.uuid4().hex}"  # keeps the PubSub subscribed (and is our ping)
+        self._outbox: list[tuple[Callable[[Pipeline], object], asyncio.Future[object]]] = []
+        self._sender: asyncio.Task | None = None
         self.reconnects = 0
 
-    def _key(self, channel: str) -> str:
+    def key(self, channel: str) -> str:
+        """The Redis channel a bus channel is published on."""
         return self.prefix + channel
 
     async def start(self) -> None:
@@ -50,7 +60,7 @@ class RedisBus(Bus):
     async def _open(self) -> None:
         """A fresh PubSub subscribed to our own channel and every channel with handlers."""
         ps = self.client.pubsub()
-        channels = [self._key(c) for c in self._handlers]
+        channels = [self.key(c) for c in self._handlers]
         for c in self._handlers:
             self._pending[c] = 1
         await ps.subscribe(self._own, *channels)
@@ -60,6 +70,11 @@ class RedisBus(Bus):
         """Stop the reader and close the PubSub connection; no handler is called afterwards."""
         self._closed = True
         self._handlers.clear()
+        await cancel_and_wait(self._sender)
+        for _, fut in self._outbox:
+            if not fut.done():
+                fut.set_exception(BusUnavailable("The event bus is closed"))
+        self._outbox.clear()
         await cancel_and_wait(self._reader)
         self._reader = None
         if self._pubsub is not None:
@@ -74,13 +89,67 @@ class RedisBus(Bus):
         self._live.clear()
 
     async def publish(self, channel: str, event: Event) -> None:
-        """PUBLISH the event; a Redis outage is logged and the event dropped
-        (stored changes are recovered by joiners from the store; see docs/scaling.md)."""
-        data = event.to_wire()
-        try:
-            await self.client.publish(self._key(channel), data)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            log.warning("bus publish on %s failed (%s); event dropped", channel, type(e).__name__)
+        """PUBLISH the event (batched with this process's other publishes); BusUnavailable if it cannot go out.
+
+        An event is never dropped silently: it goes out, or the caller learns it did not.
+        """
+        key, data = self.key(channel), event.to_wire()
+        await self.submit(lambda pipe: pipe.publish(key, data))
+
+    async def submit(self, add: Callable[[Pipeline], object]) -> object:
+        """Queue one command (`add(pipe)` adds it to a pipeline) for the outbox; its result.
+
+        Every command submitted here goes out in submission order on one connection, batched into
+        one pipeline per round trip: the more publishers, the bigger the batches, never the more
+        connections. A batch whose connection fails is retried, with backoff, for up to
+        `publish_timeout_s` (commands must be safe to repeat); then its commands get BusUnavailable.
+        """
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._outbox.append((add, fut))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_outbox(), name="redis-bus-outbox")
+        return await fut
+
+    async def _send_outbox(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                results = await self._execute(batch)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"a pipeline of {len(batch)} commands answered {len(results)}")
+            except Exception as e:  # BusUnavailable, or a bug: no submitter may wait for ever
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+    async def _execute(self, batch: list[tuple[Callable[[Pipeline], object], asyncio.Future[object]]]) -> list:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout_s
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for add, _ in batch:
+                        queued = add(pipe)
+                        if inspect.isawaitable(queued):  # a Lua script registers itself asynchronously
+                            await queued
+                    return list(await pipe.execute(raise_on_error=False))
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                if loop.time() + delay > deadline:
+                    log.error("bus publish of %d events failed for %.1fs (%s); giving up", len(batch),
+                              self.publish_timeout_s, type(e).__name__)
+                    raise BusUnavailable("The event bus (Redis) is unavailable; try again shortly") from e
+                log.warning("bus publish failed (%s); retrying in %.2fs", type(e).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(RETRY_MAX_S, delay * 2)
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         """Add a handler; the first for a channel SUBSCRIBEs and waits for Redis's confirmation."""
@@ -93,7 +162,7 @@ class RedisBus(Bus):
             ps = self._pubsub
             try:
                 if ps is not None:  # else the reconnecting reader subscribes every channel with handlers
-                    await ps.subscribe(self._key(channel))
+                    await ps.subscribe(self.key(channel))
             except (RedisError, OSError):
                 log.warning("SUBSCRIBE %s failed; the reader re-subscribes after reconnecting", channel)
         await asyncio.wait_for(asyncio.shield(fut), SUBSCRIBE_TIMEOUT_S)
@@ -110,7 +179,7 @@ class RedisBus(Bus):
                 fut.cancel()
             if self._pubsub is not None and not self._closed:
                 try:
-                    await self._pubsub.unsubscribe(self._key(channel))
+                    await self._pubsub.unsubscribe(self.key(channel))
                 except (RedisError, OSError):
                     log.debug("UNSUBSCRIBE %s failed", channel, exc_info=True)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+from chatd.bus import Bus
+from chatd.bus.events import Event
 from chatd.models import Id
 
 
@@ -20,6 +22,7 @@ class InflightReply:
     owner: str
     text: str = ""
     index: int = -1
+    text_bytes: int = 0  # len(text) in UTF-8, kept by registries that store the text as appended bytes
 
     def snapshot(self) -> dict:
         """The `joined.active_streams` entry."""
@@ -31,6 +34,9 @@ class InflightRegistry(abc.ABC):
 
     #: Whether other processes see these replies (then liveness comes from owner leases).
     shared = False
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
 
     async def start(self, owner: str) -> None:
         """Begin serving as `owner` (the Redis registry takes and refreshes its lease)."""
@@ -59,8 +65,11 @@ class InflightRegistry(abc.ABC):
         """Register a claimed reply once its message exists."""
 
     @abc.abstractmethod
-    async def update(self, reply: InflightReply) -> None:
-        """Record new text and index."""
+    async def publish_chunk(self, reply: InflightReply, delta: str, event: Event) -> None:
+        """Record a chunk in the shared state (`reply.text` and `reply.index` already include it), then
+        publish its event on the conversation's channel: a joiner's snapshot never misses a chunk that
+        it will not also receive live. Raises BusUnavailable when the event could not go out.
+        """
 
     @abc.abstractmethod
     async def release(self, reply: InflightReply) -> None:

@@ -1,6 +1,8 @@
 """In-flight replies of one process, in memory."""
 from __future__ import annotations
 
+from chatd.bus import Bus, conversation_channel
+from chatd.bus.events import Event
 from chatd.inflight import InflightRegistry, InflightReply
 from chatd.models import Id
 
@@ -8,7 +10,8 @@ from chatd.models import Id
 class LocalInflight(InflightRegistry):
     """One process's in-flight replies, in memory; reads never yield to the event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
         self._by_id: dict[Id, InflightReply] = {}
         self._by_reply_to: dict[tuple[Id, Id], Id | None] = {}  # claims; None until the reply exists
 
@@ -29,8 +32,9 @@ class LocalInflight(InflightRegistry):
         self._by_reply_to[(reply.conversation_id, reply.reply_to)] = reply.message_id
         self._by_id[reply.message_id] = reply
 
-    async def update(self, reply: InflightReply) -> None:
-        """The object is shared: nothing to copy."""
+    async def publish_chunk(self, reply: InflightReply, delta: str, event: Event) -> None:
+        """The reply object is the shared state: only publish."""
+        await self.bus.publish(conversation_channel(reply.conversation_id), event)
 
     async def release(self, reply: InflightReply) -> None:
         """Forget the reply."""

@@ -3,9 +3,15 @@
 Keys (all under the prefix):
 
 - `reply:{conv}:{reply_to}` — the claim (SET NX PX): at most one reply per message, cluster-wide.
-- `inflight:{message_id}` — a hash: text, index, owner, conversation, reply_to (JSON); leased (PEXPIRE).
+- `inflight:{message_id}` — a hash: index, owner, conversation, reply_to (JSON); leased (PEXPIRE).
+- `inflight:{message_id}:text` — the text so far, grown by APPEND one chunk at a time; leased.
 - `active:{conv}` — a set of the conversation's in-flight message ids (JSON).
 - `owner:{owner}` — this process's liveness lease; gone ⇒ its replies are orphans.
+
+A chunk is one EVALSHA: append its text, set its index, refresh the leases and PUBLISH it on the
+conversation's bus channel, atomically, in one round trip. Joiners read a snapshot with one
+script too, so a snapshot's text and index always match and every chunk after it is published
+after it.
 """
 from __future__ import annotations
 
@@ -20,6 +26,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatd.aio import cancel_and_wait
+from chatd.bus import Bus, conversation_channel
+from chatd.bus.events import Event
+from chatd.bus.redis import RedisBus
 from chatd.inflight import InflightRegistry, InflightReply
 
 log = logging.getLogger(__name__)
@@ -29,15 +38,41 @@ log = logging.getLogger(__name__)
 ACTIVE_LUA = """
 local out = {}
 for _, mid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local h = redis.call('HMGET', ARGV[1] .. mid, 'text', 'index', 'owner', 'conversation', 'reply_to')
-  if h[2] then
+  local h = redis.call('HMGET', ARGV[1] .. mid, 'index', 'owner', 'conversation', 'reply_to')
+  if h[1] then
     table.insert(out, mid)
-    for i = 1, 5 do table.insert(out, h[i]) end
+    table.insert(out, redis.call('GET', ARGV[1] .. mid .. ':text') or '')
+    for i = 1, 4 do table.insert(out, h[i]) end
   else
     redis.call('SREM', KEYS[1], mid)
   end
 end
 return out
+"""
+
+# KEYS: hash, text, active set, bus channel. ARGV: delta, index, lease ms, member (JSON id),
+# event (wire bytes), the text's length in bytes before this chunk, owner, conversation, reply_to.
+# Returns 0 (and changes nothing) when the stored text is not the one this chunk continues — a
+# Redis that restarted empty, or a lease that lapsed: the owner then sends the whole text (RESYNC).
+CHUNK_LUA = """
+if redis.call('STRLEN', KEYS[2]) ~= tonumber(ARGV[6]) then return 0 end
+redis.call('APPEND', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'index', ARGV[2], 'owner', ARGV[7], 'conversation', ARGV[8], 'reply_to', ARGV[9])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('PUBLISH', KEYS[4], ARGV[5])
+return 1
+"""
+
+# As CHUNK_LUA, with ARGV[1] the whole text so far (SET rather than APPEND) and no length check.
+RESYNC_LUA = """
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+redis.call('HSET', KEYS[1], 'index', ARGV[2], 'owner', ARGV[7], 'conversation', ARGV[8], 'reply_to', ARGV[9])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('PUBLISH', KEYS[4], ARGV[5])
+return 1
 """
 
 # KEYS[1] the claim; ARGV[1] the expected value: delete only our own claim.
@@ -60,7 +95,8 @@ class RedisInflight(InflightRegistry):
 
     shared = True
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "chatd:", lease_s: float = 5.0) -> None:
+    def __init__(self, client: aioredis.Redis, bus: Bus, prefix: str = "chatd:", lease_s: float = 5.0) -> None:
+        super().__init__(bus)
         self.client = client
         self.prefix = prefix
         self.lease_ms = max(300, int(lease_s * 1000))
@@ -69,6 +105,10 @@ class RedisInflight(InflightRegistry):
         self._claims: dict[tuple[Any, Any], str] = {}  # claims not yet turned into replies
         self._active_script = client.register_script(ACTIVE_LUA)
         self._del_if = client.register_script(DEL_IF_LUA)
+        self._chunk = client.register_script(CHUNK_LUA)
+        self._resync = client.register_script(RESYNC_LUA)
+        # Chunks go out in the same script as their state when the bus is Redis pub/sub on this client.
+        self._same_redis = isinstance(bus, RedisBus) and bus.client is client
         self._task: asyncio.Task | None = None
 
     # Keys.
@@ -77,6 +117,9 @@ class RedisInflight(InflightRegistry):
 
     def _hash_key(self, message_id: Any) -> str:
         return f"{self.prefix}inflight:{_j(message_id)}"
+
+    def _text_key(self, message_id: Any) -> str:
+        return f"{self.prefix}inflight:{_j(message_id)}:text"
 
     def _active_key(self, conversation_id: Any) -> str:
         return f"{self.prefix}active:{_j(conversation_id)}"
@@ -107,11 +150,15 @@ class RedisInflight(InflightRegistry):
         async with self.client.pipeline(transaction=False) as pipe:
             if self.owner:
                 pipe.set(self.owner_key(self.owner), "1", px=self.lease_ms)
-            for (cid, reply_to) in self._claims:
-                pipe.pexpire(self._claim_key(cid, reply_to), self.lease_ms)
+            # Claims are SET again, not only extended: a Redis that restarted empty learns them back
+            # at once, so a second reply to a message being answered is still refused.
+            for (cid, reply_to), token in self._claims.items():
+                pipe.set(self._claim_key(cid, reply_to), token, px=self.lease_ms)
             for reply in self._mine.values():
-                pipe.pexpire(self._claim_key(reply.conversation_id, reply.reply_to), self.lease_ms)
+                pipe.set(self._claim_key(reply.conversation_id, reply.reply_to), _j(reply.message_id),
+                         px=self.lease_ms)
                 pipe.pexpire(self._hash_key(reply.message_id), self.lease_ms)
+                pipe.pexpire(self._text_key(reply.message_id), self.lease_ms)
             await pipe.execute()
 
     async def _lease_loop(self) -> None:
@@ -155,27 +202,50 @@ class RedisInflight(InflightRegistry):
         hkey = self._hash_key(reply.message_id)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.set(self._claim_key(reply.conversation_id, reply.reply_to), _j(reply.message_id), px=self.lease_ms)
-            pipe.hset(hkey, mapping={"text": reply.text, "index": reply.index, "owner": reply.owner,
+            pipe.set(self._text_key(reply.message_id), reply.text, px=self.lease_ms)
+            pipe.hset(hkey, mapping={"index": reply.index, "owner": reply.owner,
                                      "conversation": _j(reply.conversation_id), "reply_to": _j(reply.reply_to)})
             pipe.pexpire(hkey, self.lease_ms)
             pipe.sadd(self._active_key(reply.conversation_id), _j(reply.message_id))
             await pipe.execute()
+        reply.text_bytes = len(reply.text.encode())
 
-    async def update(self, reply: InflightReply) -> None:
-        """Text and index together (MULTI), and a fresh lease; awaited before the chunk is published."""
-        # Every field (not only text and index) and the set membership: a Redis that restarted
-        # empty gets the whole state back at the next chunk. A Redis outage does not fail the
-        # reply (its text is checkpointed to the store); joiners see a stale snapshot meanwhile.
-        hkey = self._hash_key(reply.message_id)
+    async def publish_chunk(self, reply: InflightReply, delta: str, event: Event) -> None:
+        """Append the chunk, set its index and PUBLISH it in one atomic round trip (retried; never dropped)."""
+        size = len(delta.encode())
+        before, reply.text_bytes = reply.text_bytes, reply.text_bytes + size
+        if not self._same_redis:
+            await self._store_state(reply)
+            await self.bus.publish(conversation_channel(reply.conversation_id), event)
+            return
+        assert isinstance(self.bus, RedisBus)
+        keys = [self._hash_key(reply.message_id), self._text_key(reply.message_id),
+                self._active_key(reply.conversation_id), self.bus.key(conversation_channel(reply.conversation_id))]
+        tail: list[bytes | str | int] = [reply.owner, _j(reply.conversation_id), _j(reply.reply_to)]
+        wire = event.to_wire()
+        args: list[bytes | str | int] = [delta, reply.index, self.lease_ms, _j(reply.message_id), wire, before, *tail]
+        # A chunk may run twice (its batch is retried after a lost connection): the second run finds
+        # the text longer than `before` and changes nothing, like a lost text; both then resync.
+        done = await self.bus.submit(lambda pipe: self._chunk(keys=keys, args=args, client=pipe))
+        if not done:  # Redis lost the text so far (restarted empty, or the lease lapsed): send it whole
+            log.warning("in-flight text of %s was lost in Redis; sending it whole", reply.message_id)
+            whole: list[bytes | str | int] = [reply.text, reply.index, self.lease_ms, _j(reply.message_id), wire,
+                                              before, *tail]
+            await self.bus.submit(lambda pipe: self._resync(keys=keys, args=whole, client=pipe))
+
+    async def _store_state(self, reply: InflightReply) -> None:
+        """The whole state (for a bus that is not this Redis): text and index in one MULTI."""
+        hkey, tkey = self._hash_key(reply.message_id), self._text_key(reply.message_id)
         try:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(hkey, mapping={"text": reply.text, "index": reply.index, "owner": reply.owner,
+                pipe.set(tkey, reply.text, px=self.lease_ms)
+                pipe.hset(hkey, mapping={"index": reply.index, "owner": reply.owner,
                                          "conversation": _j(reply.conversation_id),
                                          "reply_to": _j(reply.reply_to)})
                 pipe.pexpire(hkey, self.lease_ms)
                 pipe.sadd(self._active_key(reply.conversation_id), _j(reply.message_id))
                 await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:  # joiners see a stale snapshot meanwhile
             log.warning("in-flight update of %s failed (%s)", reply.message_id, type(e).__name__)
 
     async def release(self, reply: InflightReply) -> None:
@@ -184,7 +254,7 @@ class RedisInflight(InflightRegistry):
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.srem(self._active_key(reply.conversation_id), _j(reply.message_id))
-                pipe.delete(self._hash_key(reply.message_id))
+                pipe.delete(self._hash_key(reply.message_id), self._text_key(reply.message_id))
                 pipe.delete(self._claim_key(reply.conversation_id, reply.reply_to))
                 await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:  # the leases expire on their own
@@ -207,6 +277,7 @@ class RedisInflight(InflightRegistry):
         if not raw:
             return None
         h = {_s(k): _s(v) for k, v in raw.items()}
+        text = await self.client.get(self._text_key(message_id))
         return InflightReply(message_id=message_id, conversation_id=json.loads(h["conversation"]),
                              reply_to=json.loads(h["reply_to"]), owner=h.get("owner", ""),
-                             text=h.get("text", ""), index=int(h.get("index", -1)))
+                             text=_s(text or b""), index=int(h.get("index", -1)))

@@ -79,12 +79,15 @@ class OrphanSweeper:
             except Exception:  # Redis or the store briefly away: try again next round
                 log.warning("orphan sweep failed", exc_info=True)
 
-    async def _owner_dead(self, msg: Message) -> bool:
+    async def _owner_dead(self, msg: Message, known: dict[str | None, bool | None]) -> bool:
         """Whether the reply's owner is certainly gone (with shared leases: absent for a grace period,
-        so a Redis that restarted empty does not orphan live replies before their owners re-lease)."""
+        so a Redis that restarted empty does not orphan live replies before their owners re-lease).
+        `known` caches each owner's liveness for one sweep: one lookup per owner, not per reply."""
         if msg.owner == self.owner:
             return False
-        alive = await self.inflight.owner_alive(msg.owner)
+        if msg.owner not in known:
+            known[msg.owner] = await self.inflight.owner_alive(msg.owner)
+        alive = known[msg.owner]
         if alive is None:
             return not owner_is_alive(msg.owner)
         if alive:
@@ -101,8 +104,9 @@ class OrphanSweeper:
         live_ids = {msg.id for msg in streaming}
         for mid in [m for m in self._suspects if m not in live_ids]:
             del self._suspects[mid]
+        known: dict[str | None, bool | None] = {}
         for msg in streaming:
-            if not await self._owner_dead(msg):
+            if not await self._owner_dead(msg, known):
                 continue
             self._suspects.pop(msg.id, None)
             if not await self.inflight.claim_sweep(msg.id):

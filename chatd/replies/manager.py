@@ -10,7 +10,7 @@ from chatd.bus import CONTROL_CHANNEL, Bus, events
 from chatd.bus.events import Event
 from chatd.config import Settings
 from chatd.context import build_context
-from chatd.errors import Conflict, ProviderUnavailable, RateLimited
+from chatd.errors import BusUnavailable, Conflict, ProviderUnavailable, RateLimited
 from chatd.filters import FilterContext
 from chatd.inflight import InflightRegistry, InflightReply
 from chatd.inflight.sweeper import OrphanSweeper
@@ -151,15 +151,18 @@ class ReplyManager:
                       on_finished=finished, metrics=self.metrics)
         self._replies[reply.message_id] = reply
         self.metrics.replies_active.set(len(self._replies))
-        reply.task = asyncio.create_task(self._run(reply), name=f"reply-{reply.message_id}")
+        reply.task = asyncio.create_task(self._run(reply, slot), name=f"reply-{reply.message_id}")
         return placeholder
 
-    async def _run(self, reply: Reply) -> None:
+    async def _run(self, reply: Reply, slot: Slot) -> None:
         try:
             await reply.run()
         except Exception:
             log.exception("reply %s failed while finishing", reply.message_id)
-            self._replies.pop(reply.message_id, None)
+        finally:  # whatever happened, the reply is over here and its slot free
+            if self._replies.pop(reply.message_id, None) is not None:
+                self.metrics.replies_active.set(len(self._replies))
+            await slot.release()
 
     async def request_stop(self, message_id: Id) -> None:
         """Ask whichever process runs the reply to stop it."""
@@ -175,7 +178,10 @@ class ReplyManager:
     async def _announce_sidebar(self, message: Message, conversation: Conversation | None) -> None:
         """The reply itself went out with its stream; now the members' sidebars, then the subscribers."""
         if conversation is not None and not conversation.deleted and message.seq is not None:
-            await announce.conversation(self.bus, conversation, message.seq, change=False)
+            try:
+                await announce.conversation(self.bus, conversation, message.seq, change=False)
+            except BusUnavailable:  # the sidebars catch up with the next update or a reload
+                log.warning("the sidebar update for reply %s could not be published", message.id)
         self._notify(message, conversation)
 
     async def _announce(self, message: Message, conversation: Conversation | None) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from chatd.bus import conversation_channel, events
 from chatd.bus.events import Event
 from chatd.context import estimate_tokens
-from chatd.errors import Cancelled, ChatdError, ProviderError
+from chatd.errors import BusUnavailable, Cancelled, ChatdError, ProviderError
 from chatd.filters import OutboundSession
 from chatd.inflight import InflightRegistry, InflightReply
 from chatd.metrics import Metrics
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 #: How a reply ended when it was stopped by the server shutting down rather than a user.
 SHUTDOWN = "shutdown"
+
+#: Deltas read between two turns given to the event loop (a provider may never await).
+YIELD_EVERY = 16
 
 #: Called once the reply is stored, with the message and its conversation as the store left them.
 OnFinished = Callable[[Message, "Conversation | None", "Reply"], Awaitable[None]]
@@ -59,6 +63,15 @@ class Reply:
         self.finishing = False  # storing the result: too late to stop
         self._last_checkpoint = 0.0
         self._checkpointed = ""
+        # Between the provider (the reader, in the reply's task) and the flusher task:
+        self._pending: deque[str] = deque()  # deltas not sent yet
+        self._pending_chars = 0
+        self._wake = asyncio.Event()  # the flusher should send what is pending now
+        self._timer: asyncio.TimerHandle | None = None  # the current coalescing window
+        self._flushing = False
+        self._ended = False  # the provider is done: flush what is left and stop
+        self._first_sent = False
+        self._started = 0.0
 
     def stop(self, reason: str) -> bool:
         """Cancel the reply unless it is already stopped or finishing; True if this call stopped it."""
@@ -77,7 +90,7 @@ class Reply:
         await self.publish(conversation_channel(self.state.conversation_id), event)
 
     async def _send_chunk(self, text: str) -> None:
-        """Pass a delta through the outbound filters and emit what they let out."""
+        """Pass text through the outbound filters and emit what they let out."""
         for session in self.outbound:
             text = session.feed(text)
         await self._emit_chunk(text)
@@ -90,76 +103,121 @@ class Reply:
         await self._emit_chunk(carry)
 
     async def _emit_chunk(self, text: str) -> None:
-        """Number a chunk, add it to the text so far, and publish it."""
+        """Number a chunk, add it to the text so far, record it where joiners read it, and publish it."""
         if not text:
             return
-        self.state.index += 1
-        self.state.text += text
-        await self.inflight.update(self.state)
         s = self.state
-        await self._emit(events.stream_content(s.conversation_id, s.message_id, text, s.index))
+        s.index += 1
+        s.text += text
+        if s.index == 0 and self.metrics is not None:
+            self.metrics.first_token.observe(time.monotonic() - self._started)
+        await self.inflight.publish_chunk(s, text, events.stream_content(s.conversation_id, s.message_id, text,
+                                                                         s.index))
 
-    async def _maybe_checkpoint(self, force: bool = False) -> None:
+    async def _maybe_checkpoint(self) -> None:
         now = time.monotonic()
-        if self.state.text != self._checkpointed and (force or now - self._last_checkpoint >= self.timing.checkpoint_s):
+        if self.state.text != self._checkpointed and now - self._last_checkpoint >= self.timing.checkpoint_s:
             self._last_checkpoint = now
             self._checkpointed = self.state.text
             await self.store.checkpoint_reply(self.state.message_id, self.state.text)
 
+    # The streaming loop: the reply's task reads the provider's iterator directly (so a stop
+    # reaches the provider at once) and only buffers; a flusher task sends what is buffered, the
+    # first delta at once, then at most one chunk per coalescing window, the window starting
+    # when the previous flush has completed (a slow flush makes chunks bigger, never more).
+    def _take(self, delta: str) -> None:
+        """Buffer a delta from the provider and decide when it goes out."""
+        self._pending.append(delta)
+        self._pending_chars += len(delta)
+        if not self._first_sent and not self._flushing:  # the first delta goes out at once
+            self._first_sent = True
+            self._flush_now()
+        elif self.timing.coalesce_s <= 0 or self._pending_chars >= self.timing.coalesce_max_chars:
+            self._flush_now()
+        elif self._timer is None and not self._flushing:
+            self._timer = asyncio.get_running_loop().call_later(self.timing.coalesce_s, self._wake.set)
+
+    def _flush_now(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake.set()
+
+    async def _flusher(self) -> None:
+        """Send what is pending whenever woken; after each flush, start the next window."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._flushing = True
+            try:
+                await self._flush_pending()
+            finally:
+                self._flushing = False
+            if self._ended and not self._pending:
+                return
+            if self._pending and self._timer is None and not self._wake.is_set():
+                # Deltas arrived while the flush ran: their window starts now.
+                if self._ended or self._pending_chars >= self.timing.coalesce_max_chars:
+                    self._wake.set()
+                else:
+                    self._timer = asyncio.get_running_loop().call_later(self.timing.coalesce_s, self._wake.set)
+
+    async def _flush_pending(self) -> None:
+        """Send the pending deltas: each as its own chunk without a window, else joined and cut at the cap."""
+        if self.timing.coalesce_s <= 0:
+            while self._pending:
+                delta = self._pending.popleft()
+                self._pending_chars -= len(delta)
+                await self._send_chunk(delta)
+        elif self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._pending_chars = 0
+            cap = self.timing.coalesce_max_chars
+            for i in range(0, len(text), cap):
+                await self._send_chunk(text[i:i + cap])
+        await self._maybe_checkpoint()
+
+    async def _read(self, stream: AsyncIterator[str], flusher: asyncio.Task) -> None:
+        """Pull every delta; give the loop a turn every few deltas so a provider that never awaits
+        cannot hold it for a whole reply (a stop, the flusher's timer and other sockets get to run)."""
+        n = 0
+        async for delta in stream:
+            if not isinstance(delta, str) or not delta:
+                continue
+            self._take(delta)
+            n += 1
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+                if flusher.done():  # a flush failed (the bus is away): stop the provider too
+                    flusher.result()
+
+    async def _end_flusher(self, flusher: asyncio.Task) -> None:
+        """The provider is done (or failed, or was stopped): send what it produced, then stop the flusher."""
+        self._ended = True
+        self._flush_now()
+        await flusher
+
     async def _drive(self, completion: Completion) -> None:
-        """Pull deltas; send the first at once, then at most one chunk per coalescing window."""
-        agen = self.provider.stream(self.request, completion).__aiter__()
-        pending = ""
-        last_flush = 0.0
-        started = time.monotonic()
-        first = True
-        next_delta: asyncio.Future | None = None
-        window = self.timing.coalesce_s
+        """Read the provider into the flusher until it ends; the text it produced is always sent."""
+        self._started = time.monotonic()
+        stream = self.provider.stream(self.request, completion)
+        flusher = asyncio.create_task(self._flusher(), name=f"reply-flush-{self.message_id}")
         try:
-            while True:
-                if next_delta is None:
-                    next_delta = asyncio.ensure_future(agen.__anext__())
-                timeout = None
-                if pending:
-                    timeout = max(0.0, last_flush + window - time.monotonic())
-                done, _ = await asyncio.wait({next_delta}, timeout=timeout)
-                if not done:
-                    await self._send_chunk(pending)
-                    pending, last_flush = "", time.monotonic()
-                    await self._maybe_checkpoint()
-                    continue
-                try:
-                    delta = next_delta.result()
-                except StopAsyncIteration:
-                    next_delta = None
-                    break
-                except Exception:
-                    next_delta = None
-                    if pending:  # the provider failed: keep (send and store) what it produced first
-                        await self._send_chunk(pending)
-                    raise
-                next_delta = None
-                if not isinstance(delta, str) or not delta:
-                    continue
-                pending += delta
-                now = time.monotonic()
-                if now - last_flush >= window or len(pending) >= self.timing.coalesce_max_chars:
-                    if first and self.metrics is not None:
-                        self.metrics.first_token.observe(now - started)
-                    first = False
-                    await self._send_chunk(pending)
-                    pending, last_flush = "", now
-                    await self._maybe_checkpoint()
-            if pending:
-                await self._send_chunk(pending)
+            await self._read(stream, flusher)
+        except BaseException:
+            try:  # the model's text so far is kept (sent and stored) whatever stopped it
+                await self._end_flusher(flusher)
+            except Exception:
+                log.warning("could not send the last chunks of reply %s", self.message_id, exc_info=True)
+            raise
+        else:
+            await self._end_flusher(flusher)
         finally:
-            if next_delta is not None and not next_delta.done():
-                next_delta.cancel()
-                try:
-                    await next_delta
-                except (asyncio.CancelledError, StopAsyncIteration, Exception):
-                    pass
-            aclose = getattr(agen, "aclose", None)
+            aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 try:
                     await aclose()
@@ -205,12 +263,15 @@ class Reply:
                 s.message_id, s.text, status, usage, finish_reason))
         finally:
             await self.inflight.release(s)
-        await self._emit(events.typing_indicator(s.conversation_id, "assistant", False, exclude_user=None))
-        if error is None:
-            await self._emit(events.stream_complete(s.conversation_id, s.message_id, usage, finish_reason))
-        else:
-            await self._emit(events.stream_error(s.conversation_id, s.message_id, error.code, error.message))
-        await self._emit(events.message_added(message))
+        try:
+            await self._emit(events.typing_indicator(s.conversation_id, "assistant", False, exclude_user=None))
+            if error is None:
+                await self._emit(events.stream_complete(s.conversation_id, s.message_id, usage, finish_reason))
+            else:
+                await self._emit(events.stream_error(s.conversation_id, s.message_id, error.code, error.message))
+            await self._emit(events.message_added(message))
+        except BusUnavailable:  # stored in full: a client that missed the end gets it by rejoining
+            log.error("reply %s is stored (%s) but its end could not be published", s.message_id, status)
         if self.metrics is not None:
             self.metrics.replies.labels(status=status).inc()
         await self.on_finished(message, conversation, self)

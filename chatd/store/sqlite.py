@@ -1,11 +1,11 @@
-"""The embedded store: SQLite through aiosqlite, WAL mode, versioned migrations."""
+"""The embedded store: SQLite through aiosqlite, WAL mode, versioned migrations, one thread hop per operation."""
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiosqlite
 import msgspec
@@ -80,8 +80,10 @@ _usage_decoder = msgspec.json.Decoder(Usage)
 _conversation_decoder = msgspec.json.Decoder(Conversation)
 _encoder = msgspec.json.Encoder()
 
+T = TypeVar("T")
 
-def _message(row: sqlite3.Row | tuple) -> Message:
+
+def _message(row: tuple) -> Message:
     (mid, cid, seq, sender_id, mtype, content, status, cmid, reply_to, assistant_id, usage,
      finish_reason, owner, created_at) = row
     return Message(id=mid, conversation_id=cid, content=content, message_type=mtype, sender_id=sender_id,
@@ -97,166 +99,189 @@ def _conversation(row: tuple, members: list[Id], last_message: Message | None) -
                         deleted=bool(deleted))
 
 
+# The statements, as functions of a sqlite3 connection. Each store method runs one of them (a
+# whole transaction, or a whole multi-statement read) in the connection's thread: one thread hop.
+
+def _read_conversation(db: sqlite3.Connection, cid: Id, last_message: Message | None = None) -> Conversation | None:
+    """The conversation row, its members and its last message (unless the caller has it)."""
+    row = db.execute(f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (cid,)).fetchone()
+    if row is None:
+        return None
+    members = [r[0] for r in db.execute("SELECT user_id FROM members WHERE conversation_id = ? ORDER BY user_id",
+                                        (cid,))]
+    last_id = row[7]
+    if last_id is None:
+        last_message = None
+    elif last_message is None or last_message.id != last_id:
+        mrow = db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (last_id,)).fetchone()
+        last_message = _message(mrow) if mrow is not None else None
+    return _conversation(tuple(row), members, last_message)
+
+
+def _next_seq(db: sqlite3.Connection, cid: Id) -> int:
+    row = db.execute("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+                     (cid,)).fetchone()
+    if row is None:
+        raise NotFound("Conversation not found")
+    return int(row[0])
+
+
+def _record_change(db: sqlite3.Connection, cid: Id) -> Conversation:
+    _next_seq(db, cid)
+    now = utcnow()
+    db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, cid))
+    conv = _read_conversation(db, cid)
+    assert conv is not None
+    db.execute("INSERT INTO conversation_events (conversation_id, seq, conversation, created_at) VALUES (?, ?, ?, ?)",
+               (cid, conv.seq, _encoder.encode(conv).decode(), now))
+    return conv
+
+
+def _message_by_client_id(db: sqlite3.Connection, cid: Id, client_msg_id: str) -> Message | None:
+    row = db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND client_msg_id = ?",
+                     (cid, client_msg_id)).fetchone()
+    return None if row is None else _message(row)
+
+
 class SQLiteStore(Store):
-    """SQLite store; one connection, writes serialised and wrapped in BEGIN IMMEDIATE."""
+    """SQLite store: a write connection (transactions in its thread, FIFO) and a read connection.
+
+    WAL lets the read connection see the last committed state while a write is under way, so
+    reads never wait for writes; every method is one hop to a connection's thread.
+    """
 
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         self.path = path
         self.synchronous = synchronous
         self._db: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._reader: aiosqlite.Connection | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
-        """The open connection."""
+        """The write connection."""
         assert self._db is not None, "store is not open"
         return self._db
 
+    async def _connect(self, query_only: bool) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", f"synchronous={self.synchronous}", "foreign_keys=ON", "busy_timeout=5000"):
+            await conn.execute(f"PRAGMA {pragma}")
+        if query_only:
+            await conn.execute("PRAGMA query_only=ON")
+        return conn
+
     async def open(self) -> None:
-        """Open the file (creating its folder), enable WAL and run pending migrations."""
+        """Open the file (creating its folder), enable WAL, run pending migrations, open the reader."""
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)  # noqa: ASYNC240 (once, at start)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self.db.execute("PRAGMA journal_mode=WAL")
-        await self.db.execute(f"PRAGMA synchronous={self.synchronous}")
-        await self.db.execute("PRAGMA foreign_keys=ON")
-        await self.db.execute("PRAGMA busy_timeout=5000")
-        await self._migrate()
-
-    async def _migrate(self) -> None:
-        async with self._write_lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                cur = await self.db.execute("SELECT MAX(version) FROM schema_version")
-                row = await cur.fetchone()
-                current = (row[0] if row is not None else 0) or 0
-                for version, script in enumerate(MIGRATIONS, start=1):
-                    if version <= current:
-                        continue
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            await self.db.execute(statement)
-                    await self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
+        self._db = await self._connect(query_only=False)
+        await self._write(self._migrate)
+        # An in-memory database exists in its one connection only: it reads there too.
+        self._reader = self._db if self.path == ":memory:" else await self._connect(query_only=True)
 
     async def close(self) -> None:
-        """Checkpoint the WAL and close."""
+        """Close both connections (the last one out checkpoints the WAL)."""
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not self._db:
+            await reader.close()
         if self._db is not None:
-            async with self._write_lock:
-                await self._db.close()
+            await self._db.close()
             self._db = None
 
     async def ping(self) -> bool:
         """Run a trivial query."""
-        cur = await self.db.execute("SELECT 1")
-        row = await cur.fetchone()
-        return row is not None and row[0] == 1
+        return await self._read(lambda db: db.execute("SELECT 1").fetchone()[0] == 1)
 
-    # Reads share the one connection with the write transactions, so they wait for the write
-    # lock: otherwise a read in the middle of a BEGIN IMMEDIATE … COMMIT sees its uncommitted rows
-    # (a conversation's new last_seq before the event that carries it exists). Never call these
-    # inside `_tx()` (the lock is not re-entrant).
-    async def _fetchone(self, sql: str, args: tuple = ()) -> Any:
-        async with self._write_lock:
-            cur = await self.db.execute(sql, args)
-            return await cur.fetchone()
-
-    async def _fetchall(self, sql: str, args: tuple = ()) -> list:
-        async with self._write_lock:
-            cur = await self.db.execute(sql, args)
-            return list(await cur.fetchall())
-
-    class _Tx:
-        """`async with store._tx():` — one serialised BEGIN IMMEDIATE … COMMIT."""
-
-        def __init__(self, store: SQLiteStore) -> None:
-            self.store = store
-
-        async def __aenter__(self) -> aiosqlite.Connection:
-            await self.store._write_lock.acquire()
+    # One hop per operation. aiosqlite has no public way to run several statements in one trip
+    # to its thread; `_execute(fn)` is what its own public methods use to do exactly that.
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` as one BEGIN IMMEDIATE … COMMIT on the write connection (rolled back if it raises)."""
+        def tx(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                await self.store.db.execute("BEGIN IMMEDIATE")
+                result = fn(db)
             except BaseException:
-                self.store._write_lock.release()
+                db.execute("ROLLBACK")
                 raise
-            return self.store.db
+            db.execute("COMMIT")
+            return result
 
-        async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn = self.db
+        return await conn._execute(tx, conn._conn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the read connection, in one read transaction (one committed snapshot)."""
+        def snapshot(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN")
             try:
-                await self.store.db.execute("ROLLBACK" if exc_type else "COMMIT")
+                return fn(db)
             finally:
-                self.store._write_lock.release()
+                db.execute("COMMIT")
 
-    def _tx(self) -> SQLiteStore._Tx:
-        return SQLiteStore._Tx(self)
+        conn = self._reader
+        assert conn is not None, "store is not open"
+        return await conn._execute(snapshot, conn._conn)
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        current = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            for statement in script.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     # Users.
     async def create_user(self, username: str, password_hash: str | None, roles: list[str] | None = None) -> User:
         """Insert a user; Conflict if the name is taken."""
+        def insert(db: sqlite3.Connection) -> int:
+            cur = db.execute("INSERT INTO users (username, password_hash, roles, created_at) VALUES (?, ?, ?, ?)",
+                             (username, password_hash, json.dumps(roles or []), utcnow()))
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
         try:
-            async with self._tx() as db:
-                cur = await db.execute(
-                    "INSERT INTO users (username, password_hash, roles, created_at) VALUES (?, ?, ?, ?)",
-                    (username, password_hash, json.dumps(roles or []), utcnow()),
-                )
-                uid = cur.lastrowid
+            uid = await self._write(insert)
         except sqlite3.IntegrityError:
             raise Conflict(f"Username {username!r} is taken") from None
-        assert uid is not None
         return User(id=uid, username=username, roles=list(roles or []))
 
     async def get_user_by_name(self, username: str) -> User | None:
         """Look a user up by name, with the password hash."""
-        row = await self._fetchone("SELECT id, username, roles, password_hash FROM users WHERE username = ?",
-                                   (username,))
-        if row is None:
-            return None
-        return User(id=row[0], username=row[1], roles=json.loads(row[2]), password_hash=row[3])
+        row = await self._read(lambda db: db.execute(
+            "SELECT id, username, roles, password_hash FROM users WHERE username = ?", (username,)).fetchone())
+        return None if row is None else User(id=row[0], username=row[1], roles=json.loads(row[2]),
+                                             password_hash=row[3])
 
     async def get_user(self, user_id: Id) -> User | None:
         """Look a user up by id."""
         if not isinstance(user_id, int):
             return None
-        row = await self._fetchone("SELECT id, username, roles FROM users WHERE id = ?", (user_id,))
+        row = await self._read(lambda db: db.execute("SELECT id, username, roles FROM users WHERE id = ?",
+                                                     (user_id,)).fetchone())
         return None if row is None else User(id=row[0], username=row[1], roles=json.loads(row[2]))
 
     # Conversations.
-    async def _read_conversation(self, db: aiosqlite.Connection, cid: Id,
-                                 last_message: Message | None = None) -> Conversation | None:
-        """The conversation row, its members and its last message (unless the caller has it)."""
-        cur = await db.execute(f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (cid,))
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        cur = await db.execute("SELECT user_id FROM members WHERE conversation_id = ? ORDER BY user_id", (cid,))
-        members = [r[0] for r in await cur.fetchall()]
-        last_id = row[7]
-        if last_id is not None and (last_message is None or last_message.id != last_id):
-            cur = await db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (last_id,))
-            mrow = await cur.fetchone()
-            last_message = _message(mrow) if mrow is not None else None
-        return _conversation(tuple(row), members, last_message if last_id is not None else None)
-
     async def create_conversation(self, owner_id: Id, title: str, assistant_id: str,
                                   member_ids: list[Id]) -> Conversation:
         """Insert the conversation and its members."""
-        now = utcnow()
         members = [owner_id] + [m for m in member_ids if m != owner_id]
+
+        def insert(db: sqlite3.Connection) -> Conversation | None:
+            now = utcnow()
+            cur = db.execute("INSERT INTO conversations (title, owner_id, assistant_id, created_at, updated_at) "
+                             "VALUES (?, ?, ?, ?, ?)", (title, owner_id, assistant_id, now, now))
+            cid = cur.lastrowid
+            assert cid is not None
+            db.executemany("INSERT OR IGNORE INTO members (conversation_id, user_id) VALUES (?, ?)",
+                           [(cid, m) for m in dict.fromkeys(members)])
+            return _read_conversation(db, cid)
+
         try:
-            async with self._tx() as db:
-                cur = await db.execute(
-                    "INSERT INTO conversations (title, owner_id, assistant_id, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (title, owner_id, assistant_id, now, now))
-                cid = cur.lastrowid
-                assert cid is not None
-                await db.executemany("INSERT OR IGNORE INTO members (conversation_id, user_id) VALUES (?, ?)",
-                                     [(cid, m) for m in dict.fromkeys(members)])
-                conv = await self._read_conversation(db, cid)
+            conv = await self._write(insert)
         except sqlite3.IntegrityError:
             raise NotFound("A member does not exist") from None
         assert conv is not None
@@ -266,23 +291,21 @@ class SQLiteStore(Store):
         """Read a conversation (deleted ones too)."""
         if not isinstance(conversation_id, int):
             return None
-        async with self._write_lock:  # committed state only (see _fetchone)
-            return await self._read_conversation(self.db, conversation_id)
+        return await self._read(lambda db: _read_conversation(db, conversation_id))
 
     async def member_conversation(self, conversation_id: Id, user_id: Id) -> Conversation | None:
         """The conversation when the user is one of its members."""
         if not isinstance(conversation_id, int):
             return None
-        async with self._write_lock:  # committed state only (see _fetchone)
-            conv = await self._read_conversation(self.db, conversation_id)
+        conv = await self._read(lambda db: _read_conversation(db, conversation_id))
         return conv if conv is not None and user_id in conv.member_ids else None
 
     async def is_member(self, conversation_id: Id, user_id: Id) -> bool:
         """Membership check by primary key."""
         if not isinstance(conversation_id, int):
             return False
-        row = await self._fetchone("SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?",
-                                   (conversation_id, user_id))
+        row = await self._read(lambda db: db.execute(
+            "SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?", (conversation_id, user_id)).fetchone())
         return row is not None
 
     async def list_conversations(self, user_id: Id, limit: int, before: str | None,
@@ -299,154 +322,133 @@ class SQLiteStore(Store):
             args.append(before)
         sql += " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
         args.append(limit)
-        async with self._write_lock:  # one committed state for the rows, members and last messages
-            cur = await self.db.execute(sql, tuple(args))
-            rows = [tuple(r) for r in await cur.fetchall()]
+
+        def read(db: sqlite3.Connection) -> list[Conversation]:
+            rows = [tuple(r) for r in db.execute(sql, tuple(args))]
             if not rows:
                 return []
-            marks = ", ".join("?" * len(rows))
-            cur = await self.db.execute(
-                f"SELECT conversation_id, user_id FROM members WHERE conversation_id IN ({marks}) "
-                "ORDER BY conversation_id, user_id", tuple(r[0] for r in rows))
+            ids = tuple(r[0] for r in rows)
             members: dict[Id, list[Id]] = {}
-            for cid, uid in await cur.fetchall():
+            for cid, uid in db.execute(f"SELECT conversation_id, user_id FROM members WHERE conversation_id IN "
+                                       f"({', '.join('?' * len(ids))}) ORDER BY conversation_id, user_id", ids):
                 members.setdefault(cid, []).append(uid)
             last_ids = tuple(r[7] for r in rows if r[7] is not None)
             last: dict[Id, Message] = {}
             if last_ids:
-                cur = await self.db.execute(
-                    f"SELECT {_MSG_COLS} FROM messages WHERE id IN ({', '.join('?' * len(last_ids))})", last_ids)
-                for mrow in await cur.fetchall():
+                for mrow in db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id IN "
+                                       f"({', '.join('?' * len(last_ids))})", last_ids):
                     m = _message(mrow)
                     last[m.id] = m
-        return [_conversation(r, members.get(r[0], []), last.get(r[7]) if r[7] is not None else None) for r in rows]
+            return [_conversation(r, members.get(r[0], []), last.get(r[7]) if r[7] is not None else None)
+                    for r in rows]
 
-    async def _next_seq(self, db: aiosqlite.Connection, cid: Id) -> int:
-        cur = await db.execute("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
-                               (cid,))
-        row = await cur.fetchone()
-        if row is None:
-            raise NotFound("Conversation not found")
-        return int(row[0])
-
-    async def _record_change(self, db: aiosqlite.Connection, cid: Id) -> Conversation:
-        await self._next_seq(db, cid)
-        await db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (utcnow(), cid))
-        conv = await self._read_conversation(db, cid)
-        assert conv is not None
-        await db.execute("INSERT INTO conversation_events (conversation_id, seq, conversation, created_at) "
-                         "VALUES (?, ?, ?, ?)",
-                         (cid, conv.seq, _encoder.encode(conv).decode(), utcnow()))
-        return conv
+        return await self._read(read)
 
     async def update_conversation(self, conversation_id: Id, *, title: str | None = None,
                                   assistant_id: str | None = None,
                                   add_member_ids: list[Id] | None = None) -> Conversation:
         """Rename / change assistant / add members as one seq'd change."""
+        def change(db: sqlite3.Connection) -> Conversation:
+            if title is not None:
+                db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+            if assistant_id is not None:
+                db.execute("UPDATE conversations SET assistant_id = ? WHERE id = ?", (assistant_id, conversation_id))
+            if add_member_ids:
+                db.executemany("INSERT OR IGNORE INTO members (conversation_id, user_id) VALUES (?, ?)",
+                               [(conversation_id, m) for m in add_member_ids])
+            return _record_change(db, conversation_id)
+
         try:
-            async with self._tx() as db:
-                if title is not None:
-                    await db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
-                if assistant_id is not None:
-                    await db.execute("UPDATE conversations SET assistant_id = ? WHERE id = ?",
-                                     (assistant_id, conversation_id))
-                if add_member_ids:
-                    await db.executemany("INSERT OR IGNORE INTO members (conversation_id, user_id) VALUES (?, ?)",
-                                         [(conversation_id, m) for m in add_member_ids])
-                return await self._record_change(db, conversation_id)
+            return await self._write(change)
         except sqlite3.IntegrityError:
             raise NotFound("A member does not exist") from None
 
     async def delete_conversation(self, conversation_id: Id) -> Conversation:
         """Soft-delete (members keep seeing NOT_FOUND rather than FORBIDDEN)."""
-        async with self._tx() as db:
-            await db.execute("UPDATE conversations SET deleted = 1 WHERE id = ?", (conversation_id,))
-            return await self._record_change(db, conversation_id)
+        def delete(db: sqlite3.Connection) -> Conversation:
+            db.execute("UPDATE conversations SET deleted = 1 WHERE id = ?", (conversation_id,))
+            return _record_change(db, conversation_id)
+
+        return await self._write(delete)
 
     # Messages.
     async def find_by_client_msg_id(self, conversation_id: Id, client_msg_id: str) -> Message | None:
         """The earlier message with this client_msg_id."""
-        row = await self._fetchone(f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND client_msg_id = ?",
-                                   (conversation_id, client_msg_id))
-        return None if row is None else _message(row)
+        return await self._read(lambda db: _message_by_client_id(db, conversation_id, client_msg_id))
 
     async def add_message(self, conversation_id: Id, sender_id: Id | None, content: str, message_type: str,
                           client_msg_id: str | None = None) -> StoredMessage:
         """Insert with the next seq; the unique index turns a resend into the original."""
-        async with self._tx() as db:
+        def insert(db: sqlite3.Connection) -> StoredMessage:
             if client_msg_id is not None:
-                cur = await db.execute(f"SELECT {_MSG_COLS} FROM messages "
-                                       "WHERE conversation_id = ? AND client_msg_id = ?",
-                                       (conversation_id, client_msg_id))
-                row = await cur.fetchone()
-                if row is not None:
-                    return StoredMessage(_message(row), False, None)
-            seq = await self._next_seq(db, conversation_id)
+                earlier = _message_by_client_id(db, conversation_id, client_msg_id)
+                if earlier is not None:
+                    return StoredMessage(earlier, False, None)
+            seq = _next_seq(db, conversation_id)
             now = utcnow()
-            cur = await db.execute(
+            row = db.execute(
                 "INSERT INTO messages (conversation_id, seq, sender_id, message_type, content, status, client_msg_id, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'complete', ?, ?, ?) RETURNING " + _MSG_COLS,
-                (conversation_id, seq, sender_id, message_type, content, client_msg_id, now, now))
-            row = await cur.fetchone()
-            assert row is not None
+                (conversation_id, seq, sender_id, message_type, content, client_msg_id, now, now)).fetchone()
             msg = _message(row)
-            await db.execute("UPDATE conversations SET updated_at = ?, last_message_id = ? WHERE id = ?",
-                             (now, msg.id, conversation_id))
-            conv = await self._read_conversation(db, conversation_id, last_message=msg)
-            return StoredMessage(msg, True, conv)
+            db.execute("UPDATE conversations SET updated_at = ?, last_message_id = ? WHERE id = ?",
+                       (now, msg.id, conversation_id))
+            return StoredMessage(msg, True, _read_conversation(db, conversation_id, last_message=msg))
+
+        return await self._write(insert)
 
     async def get_message(self, message_id: Id) -> Message | None:
         """One message by id."""
         if not isinstance(message_id, int):
             return None
-        row = await self._fetchone(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,))
+        row = await self._read(lambda db: db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?",
+                                                     (message_id,)).fetchone())
         return None if row is None else _message(row)
 
     async def create_reply(self, conversation_id: Id, reply_to: Id, assistant_id: str, owner: str) -> Message:
         """A streaming placeholder; it gets its seq in finish_reply."""
-        now = utcnow()
-        async with self._tx() as db:
-            cur = await db.execute(
+        def insert(db: sqlite3.Connection) -> Message:
+            now = utcnow()
+            return _message(db.execute(
                 "INSERT INTO messages (conversation_id, seq, sender_id, message_type, content, status, reply_to, "
                 "assistant_id, owner, created_at, updated_at) "
-                "VALUES (?, NULL, NULL, 'assistant', '', 'streaming', ?, ?, ?, ?, ?) "
-                "RETURNING " + _MSG_COLS,
-                (conversation_id, reply_to, assistant_id, owner, now, now))
-            row = await cur.fetchone()
-            assert row is not None
-            return _message(row)
+                "VALUES (?, NULL, NULL, 'assistant', '', 'streaming', ?, ?, ?, ?, ?) RETURNING " + _MSG_COLS,
+                (conversation_id, reply_to, assistant_id, owner, now, now)).fetchone())
+
+        return await self._write(insert)
 
     async def checkpoint_reply(self, message_id: Id, content: str) -> None:
         """Save the text so far (only while still streaming)."""
-        async with self._tx() as db:
-            await db.execute("UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
-                             (content, utcnow(), message_id))
+        def update(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
+                       (content, utcnow(), message_id))
+
+        await self._write(update)
 
     async def finish_reply(self, message_id: Id, content: str, status: str,
                            usage: Usage | None, finish_reason: str) -> tuple[Message, Conversation | None]:
         """Final text and status, and the next seq of the conversation."""
-        async with self._tx() as db:
-            cur = await db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,))
-            row = await cur.fetchone()
+        usage_json = _encoder.encode(usage).decode() if usage is not None else None
+
+        def finish(db: sqlite3.Connection) -> tuple[Message, Conversation | None]:
+            row = db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None:
                 raise NotFound("Message not found")
             old = _message(row)
             if old.status != "streaming":  # finished already (e.g. by a sweep): keep it
                 return old, None
             cid = old.conversation_id
-            seq = await self._next_seq(db, cid)
+            seq = _next_seq(db, cid)
             now = utcnow()
-            cur = await db.execute(
+            msg = _message(db.execute(
                 "UPDATE messages SET content = ?, status = ?, usage = ?, finish_reason = ?, seq = ?, owner = NULL, "
                 "updated_at = ? WHERE id = ? RETURNING " + _MSG_COLS,
-                (content, status, _encoder.encode(usage).decode() if usage is not None else None, finish_reason, seq,
-                 now, message_id))
-            row = await cur.fetchone()
-            assert row is not None
-            msg = _message(row)
-            await db.execute("UPDATE conversations SET updated_at = ?, last_message_id = ? WHERE id = ?",
-                             (now, message_id, cid))
-            return msg, await self._read_conversation(db, cid, last_message=msg)
+                (content, status, usage_json, finish_reason, seq, now, message_id)).fetchone())
+            db.execute("UPDATE conversations SET updated_at = ?, last_message_id = ? WHERE id = ?",
+                       (now, message_id, cid))
+            return msg, _read_conversation(db, cid, last_message=msg)
+
+        return await self._write(finish)
 
     async def list_messages(self, conversation_id: Id, limit: int, before_seq: int | None,
                             after_seq: int | None) -> list[Message]:
@@ -461,35 +463,36 @@ class SQLiteStore(Store):
             args.append(after_seq)
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit)
-        rows = await self._fetchall(sql, tuple(args))
-        messages = [_message(r) for r in reversed(rows)]
-        if before_seq is None:
-            streaming = await self._fetchall(
-                f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND seq IS NULL ORDER BY id",
-                (conversation_id,))
-            messages.extend(_message(r) for r in streaming)
-        return messages
+
+        def read(db: sqlite3.Connection) -> list[Message]:
+            messages = [_message(r) for r in reversed(db.execute(sql, tuple(args)).fetchall())]
+            if before_seq is None:
+                messages.extend(_message(r) for r in db.execute(
+                    f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND seq IS NULL ORDER BY id",
+                    (conversation_id,)))
+            return messages
+
+        return await self._read(read)
 
     async def history(self, conversation_id: Id, upto_message_id: Id, limit: int) -> list[Message]:
         """Settled messages created up to one message, oldest first."""
-        rows = await self._fetchall(
+        rows = await self._read(lambda db: db.execute(
             f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND id <= ? AND seq IS NOT NULL "
-            "AND content != '' ORDER BY id DESC LIMIT ?", (conversation_id, upto_message_id, limit))
+            "AND content != '' ORDER BY id DESC LIMIT ?", (conversation_id, upto_message_id, limit)).fetchall())
         return [_message(r) for r in reversed(rows)]
 
     async def events_since(self, conversation_id: Id, since_seq: int) -> list[StoredEvent]:
         """Messages and conversation changes with seq > since_seq, merged in seq order."""
-        # Both tables in one read (under the write lock): a commit between them could otherwise
-        # yield change N+1 without message N, and the replay would skip N for good.
-        async with self._write_lock:
-            cur = await self.db.execute(
-                f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq",
-                (conversation_id, since_seq))
-            message_rows = list(await cur.fetchall())
-            cur = await self.db.execute(
-                "SELECT seq, conversation FROM conversation_events WHERE conversation_id = ? AND seq > ? ORDER BY seq",
-                (conversation_id, since_seq))
-            change_rows = list(await cur.fetchall())
+        # Both tables in one read transaction: a commit between them could otherwise yield change
+        # N+1 without message N, and the replay would skip N for good.
+        def read(db: sqlite3.Connection) -> tuple[list, list]:
+            return (db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq",
+                               (conversation_id, since_seq)).fetchall(),
+                    db.execute("SELECT seq, conversation FROM conversation_events "
+                               "WHERE conversation_id = ? AND seq > ? ORDER BY seq",
+                               (conversation_id, since_seq)).fetchall())
+
+        message_rows, change_rows = await self._read(read)
         events = [StoredEvent(msg.seq, msg) for msg in map(_message, message_rows) if msg.seq is not None]
         events.extend(StoredEvent(seq, _conversation_decoder.decode(conv)) for seq, conv in change_rows)
         events.sort(key=lambda e: e.seq)
@@ -497,5 +500,6 @@ class SQLiteStore(Store):
 
     async def streaming_replies(self) -> list[Message]:
         """Replies still streaming, for the crash sweep."""
-        rows = await self._fetchall(f"SELECT {_MSG_COLS} FROM messages WHERE status = 'streaming'")
+        rows = await self._read(lambda db: db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE status = 'streaming'").fetchall())
         return [_message(r) for r in rows]

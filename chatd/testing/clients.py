@@ -163,6 +163,21 @@ def close_ws_clients() -> None:
         _open_clients.pop().close()
 
 
+async def aclose_ws_clients(handshake_s: float = 0.2) -> None:
+    """Close every open client, give the servers `handshake_s` to answer, then cut what is left.
+
+    For tests that stop their servers themselves: a close frame nobody answers would leave the
+    client's socket open until it is collected (a ResourceWarning in a later test).
+    """
+    clients = list(_open_clients)
+    close_ws_clients()
+    await asyncio.sleep(handshake_s)
+    for ws in clients:
+        stream = getattr(ws.conn, "stream", None)
+        if stream is not None and not stream.closed():
+            stream.close()
+
+
 class ChatdTestClient:
     """REST and WebSocket access to a chatd running in this process (`chatd.app.start_server`)."""
 

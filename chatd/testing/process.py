@@ -28,6 +28,11 @@ class ServerProcess:
         self.port = port or free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(drop_env)}
         self.env["PYTHONUNBUFFERED"] = "1"
+        # Run the servers from another chatd tree (say, an older commit, to show that a test fails
+        # there): its package and plugins come first on their PYTHONPATH.
+        other = os.environ.get("CHATD_TEST_SERVER_TREE")
+        if other:
+            self.env["PYTHONPATH"] = os.pathsep.join([other, os.path.join(other, "plugins")])
         self.env.update(env or {})
         self.log_path = log_path or self.data_dir / f"server-{self.port}-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -98,3 +99,16 @@ async def register(base: str, name: str, password: str = PASSWORD) -> tuple[dict
     return body["user"], body["access_token"]
 
 
+
+
+def start_redis_server(port: int, *args: str) -> subprocess.Popen[bytes]:
+    """A throwaway `redis-server` on 127.0.0.1:port (nothing saved), started and answering PING."""
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                             "--appendonly", "no", *args], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG":
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")

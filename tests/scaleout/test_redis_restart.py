@@ -3,36 +3,22 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
-import time
 
 import pytest
 
-from chatd.testing import ServerProcess, ahttp, free_port, register, ws_connect  # noqa: F401
+from chatd.testing import ServerProcess, aclose_ws_clients, ahttp, free_port, register, start_redis_server, ws_connect  # noqa: F401
 
-from .test_two_processes import TEXT, Cluster, _assemble, _env, _join, _send, _stored, close_clients
+from .test_two_processes import TEXT, Cluster, _assemble, _env, _join, _send, _stored
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.usefixtures("ws_clients"),
               pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")]
-
-
-def _redis(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG":
-            return proc
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 @pytest.mark.asyncio
 async def test_reply_survives_a_redis_restart_and_fanout_resumes(tmp_path):
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    redis = _redis(port)
+    redis = start_redis_server(port)
     env = _env("chatdtest:", 12.0, CHATD_REDIS_URL=url)
     a = ServerProcess(tmp_path / "data", env)
     b = ServerProcess(tmp_path / "data", env)
@@ -51,7 +37,7 @@ async def test_reply_survives_a_redis_restart_and_fanout_resumes(tmp_path):
         redis.terminate()
         redis.wait(10)
         await asyncio.sleep(1.0)
-        redis = _redis(port)  # empty: every key, lease and subscription is gone
+        redis = start_redis_server(port)  # empty: every key, lease and subscription is gone
         # The reply on A is neither failed by the outage nor taken for an orphan by B's sweep.
         added = await wa.expect("message_added", timeout=30, where=lambda f: f["data"]["message"]["id"] == mid)
         assert added["data"]["message"]["status"] == "complete"
@@ -68,7 +54,7 @@ async def test_reply_survives_a_redis_restart_and_fanout_resumes(tmp_path):
         status, _ = await ahttp("GET", f"{b.base}/readyz")
         assert status == 200
     finally:
-        await close_clients()
+        await aclose_ws_clients()
         a.stop()
         b.stop()
         redis.kill()

@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from chatd.bus.events import Event
+from chatd.bus.local import LocalBus
 from chatd.bus.redis import RedisBus
 from chatd.inflight import InflightReply
 from chatd.inflight.redis import RedisInflight
@@ -150,8 +151,9 @@ async def test_limiter_slots_cap_release_and_ttl(redis_client, redis_prefix):
 # --- In-flight registry ---------------------------------------------------------------------------
 
 async def test_inflight_claim_conflict_snapshot_and_release(redis_client, redis_prefix):
-    a = RedisInflight(redis_client, redis_prefix, lease_s=2)
-    b = RedisInflight(redis_client, redis_prefix, lease_s=2)
+    bus = await _bus(redis_client, redis_prefix)
+    a = RedisInflight(redis_client, bus, redis_prefix, lease_s=2)
+    b = RedisInflight(redis_client, bus, redis_prefix, lease_s=2)
     await a.start("host:1:aaaa")
     await b.start("host:2:bbbb")
     try:
@@ -163,7 +165,7 @@ async def test_inflight_claim_conflict_snapshot_and_release(redis_client, redis_
         await b.add(r)
         assert not await a.claim(7, 100)
         r.text, r.index = "hello", 0
-        await b.update(r)
+        await b.publish_chunk(r, "hello", ev(i=0))
         snap = await a.active(7)
         assert [(x.message_id, x.text, x.index, x.owner, x.reply_to) for x in snap] == [
             (101, "hello", 0, "host:2:bbbb", 100)]
@@ -176,11 +178,44 @@ async def test_inflight_claim_conflict_snapshot_and_release(redis_client, redis_
     finally:
         await a.close()
         await b.close()
+        await bus.close()
+
+
+async def test_a_chunk_appends_its_text_and_is_published_in_one_script(redis_client, redis_prefix):
+    bus = await _bus(redis_client, redis_prefix)
+    reg = RedisInflight(redis_client, bus, redis_prefix, lease_s=2)
+    await reg.start("host:1:aaaa")
+    got: list[Event] = []
+    await bus.subscribe("conv:5", got.append)
+    try:
+        assert await reg.claim(5, 50)
+        r = InflightReply(message_id=51, conversation_id=5, reply_to=50, owner="host:1:aaaa")
+        await reg.add(r)
+        text = ""
+        for i, delta in enumerate(["Grüße ", "an ", "alle — ", "🙂!"]):  # multi-byte text: lengths in bytes
+            r.text, r.index = r.text + delta, i
+            text += delta
+            await reg.publish_chunk(r, delta, ev(i=i))
+        await _wait_for(lambda: len(got) == 4)
+        assert [e["i"] for e in data_of(got)] == [0, 1, 2, 3]
+        assert [(x.text, x.index) for x in await reg.active(5)] == [(text, 3)]
+        # Redis loses the text (a restart while the reply runs): the next chunk sends it whole.
+        await redis_client.delete(redis_prefix + "inflight:51:text")
+        r.text, r.index = r.text + " bye", 4
+        await reg.publish_chunk(r, " bye", ev(i=4))
+        await _wait_for(lambda: len(got) == 5)
+        assert [(x.text, x.index) for x in await reg.active(5)] == [(text + " bye", 4)]
+        # Only deltas travel: the text key grew by APPEND, never rewritten per chunk.
+        assert await redis_client.strlen(redis_prefix + "inflight:51:text") == len((text + " bye").encode())
+    finally:
+        await reg.close()
+        await bus.close()
 
 
 async def test_inflight_leases_expire_when_the_owner_stops_refreshing(redis_client, redis_prefix):
-    live = RedisInflight(redis_client, redis_prefix, lease_s=0.6)
-    dead = RedisInflight(redis_client, redis_prefix, lease_s=0.6)
+    bus = LocalBus()
+    live = RedisInflight(redis_client, bus, redis_prefix, lease_s=0.6)
+    dead = RedisInflight(redis_client, bus, redis_prefix, lease_s=0.6)
     await live.start("host:1:live")
     await dead.start("host:2:dead")
     dead._task.cancel()  # a crash: no more refreshing

@@ -9,8 +9,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from chatd import testing
-from chatd.testing import REDIS_URL, ServerProcess, ahttp, delete_prefix, register, ws_connect
+from chatd.testing import REDIS_URL, ServerProcess, aclose_ws_clients, ahttp, delete_prefix, register, ws_connect
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.usefixtures("ws_clients")]
 
@@ -50,23 +49,11 @@ async def cluster(tmp_path, request):
         await asyncio.to_thread(b.start)
         yield Cluster(a, b, prefix)
     finally:
-        await close_clients()
+        await aclose_ws_clients()
         a.stop()
         b.stop()
         await delete_prefix(client, prefix)
         await client.aclose()
-
-
-async def close_clients() -> None:
-    """Close the test's sockets while the servers still answer the close handshake."""
-    clients = list(testing._open_clients)
-    for ws in clients:
-        ws.close()
-    await asyncio.sleep(0.2)
-    for ws in clients:
-        stream = getattr(ws.conn, "stream", None)
-        if stream is not None and not stream.closed():
-            stream.close()
 
 
 async def _setup(c: Cluster, name: str = "alice"):
