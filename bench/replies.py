@@ -12,7 +12,7 @@ Baseline: the same number of sockets on `bench/baseline_server.py`, which writes
 frames to every socket, one frame per token: frames per second.
 
 Run: `.venv/bin/python -m bench.replies [--replies 100] [--tokens 2000] [--procs 1|2] [--coalesce-ms 15]`.
-The chatd under test is the one importable by this interpreter (PYTHONPATH picks another tree).
+The chatd under test is this tree's, or the one CHATD_TEST_SERVER_TREE names (an older checkout).
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ import tempfile
 import time
 
 from tornado.websocket import websocket_connect
+
+from chatd.testing.process import use_server_tree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -53,7 +55,7 @@ def start_chatd(env: dict[str, str], data: str) -> tuple[subprocess.Popen, str]:
     """`python -m chatd serve` on a free port; (process, base URL)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "chatd", "serve", "--port", str(port), "--data-dir", data],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, cwd=use_server_tree(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/healthz")
     return proc, base

@@ -7,7 +7,7 @@ while up to `--senders` replies stream. The baseline is the same client against
 `bench/baseline_server.py` echoing each frame.
 
 Run: `.venv/bin/python -m bench.send_ack [--senders 100] [--messages 20] [--tps 200]`.
-The chatd under test is the one importable by this interpreter (PYTHONPATH picks another tree).
+The chatd under test is this tree's, or the one CHATD_TEST_SERVER_TREE names (an older checkout).
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ import time
 import urllib.request
 
 from tornado.websocket import websocket_connect
+
+from chatd.testing.process import use_server_tree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -109,7 +111,7 @@ async def chatd_run(args: argparse.Namespace) -> list[float]:
            "CHATD_RATE_AUTH_ATTEMPTS": "100000", "CHATD_MAX_CONCURRENT_REPLIES": "100000",
            "CHATD_MAX_FRAMES_PER_SECOND": "100000", "CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND": str(args.tps)}
     proc = subprocess.Popen([sys.executable, "-m", "chatd", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=use_server_tree(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/healthz")

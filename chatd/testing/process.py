@@ -15,6 +15,19 @@ from typing import IO, Any
 from chatd.testing.util import PASSWORD, free_port, http_json
 
 
+def use_server_tree(env: dict[str, str]) -> str | None:
+    """Point `env` at the chatd tree named by CHATD_TEST_SERVER_TREE (say, an older commit, to show
+    that a test fails there or to benchmark before and after); the directory to start servers in.
+
+    `python -m` puts its working directory first on sys.path, ahead of PYTHONPATH, so the
+    server must also start in that tree or it would import the chatd of the current one.
+    """
+    other = os.environ.get("CHATD_TEST_SERVER_TREE")
+    if not other:
+        return None
+    env["PYTHONPATH"] = os.pathsep.join([other, os.path.join(other, "plugins")])
+    return other
+
 class ServerProcess:
     """`python -m chatd serve` on 127.0.0.1:<port> with its own data directory; restartable on the same port.
 
@@ -28,11 +41,7 @@ class ServerProcess:
         self.port = port or free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(drop_env)}
         self.env["PYTHONUNBUFFERED"] = "1"
-        # Run the servers from another chatd tree (say, an older commit, to show that a test fails
-        # there): its package and plugins come first on their PYTHONPATH.
-        other = os.environ.get("CHATD_TEST_SERVER_TREE")
-        if other:
-            self.env["PYTHONPATH"] = os.pathsep.join([other, os.path.join(other, "plugins")])
+        self.cwd = use_server_tree(self.env)
         self.env.update(env or {})
         self.log_path = log_path or self.data_dir / f"server-{self.port}-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -51,7 +60,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatd", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--data-dir", str(self.data_dir)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
             code = self.proc.poll()

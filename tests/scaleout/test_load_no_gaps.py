@@ -40,12 +40,16 @@ def _env(prefix: str) -> dict[str, str]:
             "CHATD_REDIS_TIMEOUT_S": "10"}  # a command may wait (and retry) this long before it fails
 
 
-async def _watch(ws, cid) -> tuple[list[int], str, dict]:
-    """Every chunk index and the text of the conversation's reply, until its message_added."""
+async def _watch(ws, cid) -> tuple[list[int], str, dict | None]:
+    """Every chunk index and the text of the conversation's reply, until its message_added
+    (None when nothing more arrived for 30 s: the end itself was lost)."""
     indexes: list[int] = []
     text = ""
     while True:
-        f = await ws.recv(timeout=60)
+        try:
+            f = await ws.recv(timeout=30)
+        except TimeoutError:
+            return indexes, text, None
         assert f is not None, "socket closed"
         d = f["data"]
         if f["type"] == "stream_content":
@@ -91,12 +95,15 @@ async def test_no_chunk_is_lost_across_processes_under_load(tmp_path, redis_pref
             await asyncio.sleep(stall_ms / 1000)
         results = await watching
         gaps = [i for i, (indexes, _, _) in enumerate(results) if indexes != list(range(len(indexes)))]
-        wrong = [i for i, (_, text, message) in enumerate(results) if text != message["content"]]
+        unended = [i for i, (_, _, message) in enumerate(results) if message is None]
+        wrong = [i for i, (_, text, message) in enumerate(results) if message is None or text != message["content"]]
         chunks = sum(len(indexes) for indexes, _, _ in results)
         print(f"\n{REPLIES} replies, {chunks} chunks watched across processes, Redis stalled "
-              f"{len(STALLS_MS)}x: {len(gaps)} with index gaps, {len(wrong)} with text unlike the stored one")
-        assert gaps == [] and wrong == []
-        assert all(message["status"] == "complete" and message["content"] == TEXT for _, _, message in results)
+              f"{len(STALLS_MS)}x: {len(gaps)} with index gaps, {len(unended)} whose end never arrived, "
+              f"{len(wrong)} with text unlike the stored one")
+        assert gaps == [] and unended == [] and wrong == []
+        assert all(message is not None and message["status"] == "complete" and message["content"] == TEXT
+                   for _, _, message in results)
         for srv in (a, b):
             log = srv.log()
             assert "dropped" not in log and "giving up" not in log, log
