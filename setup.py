@@ -27,7 +27,14 @@ setup(
         "tiktoken>=0.7",
     ],
     extras_require={
+        # asyncpg: the PostgreSQL store's driver (fast, well kept, with its own pool).
+        "postgres": ["asyncpg>=0.30"],
+        # PyMongo's async API (AsyncMongoClient); motor is end of life.
+        "mongodb": ["pymongo>=4.13"],
         "test": [
+            "asyncpg>=0.30",
+            "pymongo>=4.13",
+            "nx-27017>=0.8",  # a MongoDB-wire-compatible server for the MongoDB store's tests (no mongod here)
             "pytest>=8",
             "pytest-asyncio>=0.24",
             "hypothesis>=6",
