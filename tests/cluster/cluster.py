@@ -8,9 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
-from chatd.testing import REDIS_URL, ServerProcess
+from chatd.testing import REDIS_URL, ServerProcess, free_port, start_redis_server
 from chatd.testing.util import POSTGRES_ADMIN_URL, postgres_url
 
 from .nginx import Nginx
@@ -58,6 +56,11 @@ def running_cluster(tmp: Path, **env: str) -> Iterator[Cluster]:
     _psql(f'CREATE DATABASE "{database}"')
     prefix = f"chatdtest:{uuid.uuid4().hex[:10]}:"
     store_url = postgres_url(database)
+    # A Redis of its own, so that nothing else on the machine (another suite's CLIENT PAUSE, a
+    # FLUSHALL) reaches into the cluster.
+    redis_port = free_port()
+    redis_server = start_redis_server(redis_port)
+    env = {"CHATD_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", **env}
     servers = [ServerProcess(tmp / f"p{i}", cluster_env(store_url, prefix, **env)) for i in range(3)]
     nginx = None
     try:
@@ -72,8 +75,5 @@ def running_cluster(tmp: Path, **env: str) -> Iterator[Cluster]:
         for s in servers:
             s.stop()
         _psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        redis_server.terminate()
+        redis_server.wait(10)

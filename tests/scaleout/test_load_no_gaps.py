@@ -17,7 +17,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from chatd.testing import REDIS_URL, ServerProcess, aclose_ws_clients, ahttp, delete_prefix, register, ws_connect
+from chatd.testing import ServerProcess, aclose_ws_clients, ahttp, free_port, register, start_redis_server, ws_connect
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.usefixtures("ws_clients")]
 
@@ -27,10 +27,10 @@ TOKENS_PER_SECOND = 50  # each reply streams for about 3 s plus the stall: all 1
 STALLS_MS = (6000,)  # longer than redis-py's own retries of a refused command (about 4 s)
 
 
-def _env(prefix: str) -> dict[str, str]:
+def _env(redis_url: str, prefix: str) -> dict[str, str]:
     return {"CHATD_BUS": "redis", "CHATD_LIMITER": "redis", "CHATD_INFLIGHT": "redis",
             # Forty connections per process, as a deployment sharing one Redis would allow.
-            "CHATD_REDIS_URL": REDIS_URL + "?max_connections=40", "CHATD_REDIS_PREFIX": prefix,
+            "CHATD_REDIS_URL": redis_url + "?max_connections=40", "CHATD_REDIS_PREFIX": prefix,
             "CHATD_LOG_LEVEL": "WARNING",
             "CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND": str(TOKENS_PER_SECOND),
             "CHATD_PROVIDERS__DEMO__ECHO_CHUNK": "2",
@@ -61,9 +61,14 @@ async def _watch(ws, cid) -> tuple[list[int], str, dict | None]:
 
 @pytest.mark.asyncio
 async def test_no_chunk_is_lost_across_processes_under_load(tmp_path, redis_prefix):
-    redis = aioredis.Redis.from_url(REDIS_URL)
-    a = ServerProcess(tmp_path / "data", _env(redis_prefix))
-    b = ServerProcess(tmp_path / "data", _env(redis_prefix))
+    # A Redis of its own: CLIENT PAUSE stalls every client of a server, and tests running beside
+    # this one (another checkout's suite) must not stall with it.
+    port = free_port()
+    server = start_redis_server(port)
+    url = f"redis://127.0.0.1:{port}/0"
+    redis = aioredis.Redis.from_url(url)
+    a = ServerProcess(tmp_path / "data", _env(url, redis_prefix))
+    b = ServerProcess(tmp_path / "data", _env(url, redis_prefix))
     try:
         await asyncio.to_thread(a.start)  # A first: it creates the schema and the JWT secret
         await asyncio.to_thread(b.start)
@@ -111,5 +116,6 @@ async def test_no_chunk_is_lost_across_processes_under_load(tmp_path, redis_pref
         await aclose_ws_clients()
         a.stop()
         b.stop()
-        await delete_prefix(redis, redis_prefix)
         await redis.aclose()
+        server.terminate()
+        server.wait(10)
