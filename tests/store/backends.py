@@ -63,11 +63,14 @@ class NxServer:
 
     _running: NxServer | None = None
 
-    def __init__(self) -> None:
-        self.data_dir = tempfile.mkdtemp(prefix="chatd-nx27017-")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+    def __init__(self, data_dir: str | None = None, port: int | None = None) -> None:
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="chatd-nx27017-")
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        os.makedirs(self.data_dir, exist_ok=True)
         exe = os.path.join(os.path.dirname(sys.executable), "nx-27017")
         self.log_path = os.path.join(self.data_dir, "nx-27017.log")
         self.proc = subprocess.Popen(
@@ -92,8 +95,8 @@ class NxServer:
         """The server's URL, without a database."""
         return f"mongodb://127.0.0.1:{self.port}"
 
-    def stop(self) -> None:
-        """Stop the server and remove its data."""
+    def stop(self, keep_data: bool = False) -> None:
+        """Stop the server and (unless kept for a restart) remove its data."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -101,7 +104,8 @@ class NxServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     @classmethod
     def shared(cls) -> NxServer:
