@@ -63,6 +63,8 @@ MIGRATIONS: list[list[tuple[str, list[tuple[str, int]], Doc]]] = [
 HOLE_WAIT_S = 5.0
 #: How long a resend or a losing finisher waits for the winner to set the original's seq.
 SETTLE_WAIT_S = 10.0
+#: How often setting a taken seq is tried while the server is lost (0.25 s apart).
+SET_SEQ_TRIES = 8
 
 #: Server codes meaning "shutting down / not primary now": the server is going away, not the request bad.
 _UNAVAILABLE_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
@@ -384,6 +386,23 @@ class MongoStore(Store):
                           "$set": {"updated_at": now, "updated_key": sort_key(now), "last_message_id": message_id}},
             return_document=ReturnDocument.AFTER)
 
+    async def _set_seq(self, message_id: str, seq: int) -> str:
+        """Set a taken seq on its record; tried again for a moment if the server is lost (it is idempotent).
+
+        Between taking a seq and setting it is the one window where a lost server leaves a hole,
+        so this write is the one that is repeated.
+        """
+        seq_at = utcnow()
+        for attempt in range(SET_SEQ_TRIES):
+            try:
+                await self.db["messages"].update_one({"_id": message_id}, {"$set": {"seq": seq, "seq_at": seq_at}})
+                return seq_at
+            except Exception as e:
+                if not _unavailable(e) or attempt == SET_SEQ_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.25)
+        raise AssertionError("unreachable")
+
     async def _settled(self, message_id: str) -> Message:
         """The message once its seq is set (by the writer that won the race for it)."""
         delay = 0.005
@@ -443,8 +462,7 @@ class MongoStore(Store):
             if conv_doc is None:
                 await messages.delete_one({"_id": doc["_id"]})
                 raise NotFound("Conversation not found")
-            seq_at = utcnow()
-            await messages.update_one({"_id": doc["_id"]}, {"$set": {"seq": conv_doc["last_seq"], "seq_at": seq_at}})
+            seq_at = await self._set_seq(doc["_id"], conv_doc["last_seq"])
             doc.update(seq=conv_doc["last_seq"], seq_at=seq_at)
             return conv_doc
 
@@ -497,8 +515,7 @@ class MongoStore(Store):
         async def sequence() -> Doc | None:
             conv_doc = await self._take_seq(won["conversation_id"], mid)
             if conv_doc is not None:
-                seq_at = utcnow()
-                await messages.update_one({"_id": mid}, {"$set": {"seq": conv_doc["last_seq"], "seq_at": seq_at}})
+                seq_at = await self._set_seq(mid, conv_doc["last_seq"])
                 won.update(seq=conv_doc["last_seq"], seq_at=seq_at)
             return conv_doc
 
