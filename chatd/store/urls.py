@@ -33,9 +33,9 @@ def open_store(kind: str, url: str, *, pool_size: int = 10) -> Store:
 
             return PostgresStore(url, pool_size=pool_size)
         if kind == "mongodb":
-            from chatd.store.mongodb import MongoStore  # type: ignore[import-not-found,unused-ignore]
+            from chatd.store.mongodb import MongoStore
 
-            return MongoStore(url, pool_size=pool_size)  # type: ignore[no-any-return,unused-ignore]
+            return MongoStore(url, pool_size=pool_size)
     except ImportError as e:
         raise ConfigError(f"store = {kind!r} needs its driver: pip install '{EXTRAS[kind]}' ({e})") from None
     raise ConfigError(f"store {kind!r} is not one of sqlite, postgres, mongodb")
