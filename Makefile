@@ -24,6 +24,7 @@ browser:
 
 services:
 	bash scripts/ensure_redis.sh
+	bash scripts/ensure_postgres.sh
 
 run: setup
 	$(BIN)/chatd serve $(ARGS)

@@ -48,11 +48,10 @@ def api_body_limit(settings: Settings) -> int:
 
 def make_store(settings: Settings) -> Store:
     """The configured store back-end."""
-    if settings.store == "sqlite":
-        from chatd.store.sqlite import SQLiteStore
+    from chatd.store.urls import open_store
 
-        return SQLiteStore(settings.db_path)
-    raise ConfigError(f"store {settings.store!r} is not available in this build")
+    url = settings.db_path if settings.store == "sqlite" else settings.store_url
+    return open_store(settings.store, url, pool_size=settings.store_pool_size)
 
 
 def make_redis(settings: Settings) -> Any:
