@@ -75,7 +75,8 @@ def error_codes() -> list[str]:
 
 def close_codes() -> list[int]:
     """chatd's own close codes (`protocol.CLOSE_*`) and 1009, which Tornado sends for `max_frame_bytes`."""
-    own = {value for name, value in inspect.getmembers(protocol) if name.startswith("CLOSE_") and isinstance(value, int)}
+    own = {value for name, value in inspect.getmembers(protocol)
+           if name.startswith("CLOSE_") and isinstance(value, int)}
     return sorted(own | {1009})
 
 
@@ -134,7 +135,8 @@ def test_nothing_refers_outside_the_repository():
 
 
 def markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md")),
+            *sorted((ROOT / "examples").glob("*/README.md"))]
 
 
 def slug(heading: str) -> str:
