@@ -30,7 +30,8 @@ from chatd.replies.manager import ReplyManager
 from chatd.store import Store
 from chatd.titles import Titler
 from chatd.web import api, health, static, ws
-from chatd.web.base import NotFoundHandler
+from chatd.web.addresses import parse_networks
+from chatd.web.base import NotFoundHandler, log_request
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +132,26 @@ class ChatdServer:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self) -> None:
-        """Graceful shutdown: stop accepting, finish or interrupt replies, close sockets with 1001."""
+        """Graceful shutdown: stop accepting, finish or interrupt replies, close sockets with 1001.
+
+        The sockets close first when in-flight replies are shared (`inflight = "redis"`), last otherwise.
+        """
         if self.replies.closing:
             await self.stopped.wait()
             return
-        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        replies: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("replies", self.replies.close),
             ("titles", self.titler.close),
+        ]
+        sockets: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("last frames", lambda: self.connections.flush_all(1.0)),  # before the close frames
             ("sockets", self._close_sockets),
+        ]
+        # With in-flight replies shared through Redis, a client can follow a running reply from
+        # any process: close the sockets at once (clients reconnect elsewhere and rejoin) while the
+        # replies finish here. Without it, the sockets stay open until the replies are done.
+        handoff = self.settings.inflight == "redis"
+        steps = (sockets + replies if handoff else replies + sockets) + [
             ("http", self._close_http),
             ("bus", self.bus.close),
             ("limiter", self.limiter.close),
@@ -218,6 +230,8 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
         "passwords": PasswordHasher(),
         "metrics": metrics,
         "sockets": set(),
+        "trusted_proxies": parse_networks(settings.trusted_proxies),
+        "log_function": log_request,
         "websocket_max_message_size": settings.max_frame_bytes,
         "websocket_ping_interval": settings.heartbeat_interval_s or None,
         "websocket_ping_timeout": settings.heartbeat_timeout_s or None,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from chatd.errors import ConfigError
+from chatd.web.addresses import parse_networks
 
 ENV_PREFIX = "CHATD_"
 
@@ -57,6 +58,8 @@ class Settings:
     token_ttl_s: int = 86400
     registration_enabled: bool = True
     allowed_origins: list[str] = field(default_factory=list)  # empty: same host only
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For / X-Real-IP are believed.
+    trusted_proxies: list[str] = field(default_factory=list)
     auth_timeout_s: float = 10.0
     metrics_require_token: bool = False
 
@@ -99,6 +102,10 @@ class Settings:
                 raise ConfigError(f"invalid setting {name}={getattr(self, name)!r}: {what}")
 
         need(0 <= self.port < 65536, "port", "must be 0..65535 (0 picks a free port)")
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as e:
+            raise ConfigError(f"invalid setting trusted_proxies={self.trusted_proxies!r}: {e}") from None
         need(self.store in STORES, "store", "must be 'sqlite', 'postgres' or 'mongodb'")
         need(self.store == "sqlite" or bool(self.store_url), "store_url",
              f"is needed with store = {self.store!r} (e.g. postgresql://user@host/db or mongodb://host/db)")

@@ -13,13 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-POSTGRES_ADMIN_URL = os.environ.get("CHATD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def postgres_url(database: str) -> str:
-    """The admin URL with another database name."""
-    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
-    return f"{base}/{database}"
+from chatd.testing.util import POSTGRES_ADMIN_URL, postgres_url
 
 
 @contextlib.asynccontextmanager

@@ -7,8 +7,9 @@ import pytest_asyncio
 
 from chatd.errors import StoreUnavailable
 from chatd.store.postgres import PostgresStore
+from chatd.testing.util import POSTGRES_ADMIN_URL
 
-from .backends import POSTGRES_ADMIN_URL, postgres_database
+from .backends import postgres_database
 
 pytestmark = pytest.mark.asyncio
 
