@@ -25,6 +25,7 @@ class Cluster:
     nginx: Nginx
     store_url: str
     prefix: str
+    redis_url: str
 
     def server_on(self, port: int) -> ServerProcess:
         """The process listening on a port."""
@@ -68,7 +69,7 @@ def running_cluster(tmp: Path, **env: str) -> Iterator[Cluster]:
         for s in servers[1:]:
             s.start()
         nginx = Nginx(Path(tmp / "nginx"), [s.port for s in servers]).start()
-        yield Cluster(servers, nginx, store_url, prefix)
+        yield Cluster(servers, nginx, store_url, prefix, env["CHATD_REDIS_URL"])
     finally:
         if nginx is not None:
             nginx.stop()

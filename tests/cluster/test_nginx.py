@@ -137,3 +137,31 @@ async def test_the_client_address_is_the_forwarded_one_only_behind_the_trusted_p
     assert statuses == [401] * attempts + [429]
     # And 10.0.0.1 .. 10.0.0.4 were never charged: via nginx with no header, 127.0.0.5 is fresh.
     assert await asyncio.to_thread(_login, "127.0.0.5", nginx, name) == 401
+
+
+async def test_a_redis_restarted_empty_mid_reply_still_refuses_a_duplicate_reply(cluster):
+    # Last in the module: it empties the cluster's Redis.
+    import redis.asyncio as aioredis
+
+    _, token, conv = await _user(cluster, "flushed")
+    (a, _), (b, _) = await sockets_on_distinct_processes(cluster, token, 2)
+    await a.join(conv["id"])
+    await b.join(conv["id"])
+    await a.send({"type": "send_message", "data": {"conversation_id": conv["id"], "content": "/echo " + LONG,
+                                                    "message_type": "user"}})
+    start = await b.expect("stream_start", timeout=10)
+    await b.expect("stream_content", timeout=10)
+    client = aioredis.Redis.from_url(cluster.redis_url)
+    try:
+        await client.flushall()  # as a Redis that restarted without persistence
+    finally:
+        await client.aclose()
+    await asyncio.sleep(1.5)  # more than one lease refresh (owner_lease_s / 3 = 0.67 s)
+    await b.send({"type": "stream_response", "ref": "again", "data": {
+        "conversation_id": conv["id"], "message_id": start["data"]["reply_to"], "assistant_id": "demo"}})
+    refused = await b.expect("error", timeout=10, where=lambda f: f["data"].get("ref") == "again")
+    assert refused["data"]["code"] == "CONFLICT"
+    frames = await _reply_frames(b, timeout=20)
+    added = frames[-1]["data"]["message"]
+    assert added["status"] == "complete" and added["content"] == LONG
+    assert [f for f in frames if f["type"] == "stream_start"] == []  # no second reply began
