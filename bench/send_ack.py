@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -22,12 +23,48 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 
 from tornado.websocket import websocket_connect
 
 from chatd.testing.process import use_server_tree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+LAST_RUN_S: list[float] = []  # wall time of each senders() run, for messages per second
+
+
+@contextlib.contextmanager
+def store_env(kind: str, data: str) -> Iterator[dict[str, str]]:
+    """Settings for chatd on a store: SQLite in the data dir, a fresh PostgreSQL database (dropped
+    afterwards), or a MongoDB-wire server (nx-27017, as the tests use; not a real MongoDB)."""
+    if kind == "sqlite":
+        yield {}
+    elif kind == "postgres":
+        name = f"chatd_bench_{os.getpid()}"
+        admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+        subprocess.run(["psql", admin, "-q", "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+        try:
+            yield {"CHATD_STORE": "postgres", "CHATD_STORE_URL": f"postgresql://postgres@127.0.0.1:5432/{name}"}
+        finally:
+            subprocess.run(["psql", admin, "-q", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+                           capture_output=True)
+    else:
+        port = free_port()
+        server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "nx-27017"), "--host", "127.0.0.1",
+                                   "--port", str(port), "--data-dir", os.path.join(data, "nx")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            yield {"CHATD_STORE": "mongodb", "CHATD_STORE_URL": f"mongodb://127.0.0.1:{port}/chatd"}
+        finally:
+            server.terminate()
+            server.wait(10)
 
 
 def free_port() -> int:
@@ -88,7 +125,9 @@ async def senders(url: str, users: list[tuple[str, int]] | int, m: int) -> list[
                     break
             out.append(time.perf_counter() - t0)
 
+    t0 = time.perf_counter()
     await asyncio.gather(*(one(i, ws, user) for i, (ws, user) in enumerate(socks)))
+    LAST_RUN_S.append(time.perf_counter() - t0)
     for ws, _ in socks:
         ws.close()  # type: ignore[attr-defined]
     return out
@@ -110,6 +149,12 @@ async def chatd_run(args: argparse.Namespace) -> list[float]:
            "CHATD_DATA_DIR": data, "CHATD_LOG_LEVEL": "WARNING", "CHATD_RATE_MESSAGES": "100000000",
            "CHATD_RATE_AUTH_ATTEMPTS": "100000", "CHATD_MAX_CONCURRENT_REPLIES": "100000",
            "CHATD_MAX_FRAMES_PER_SECOND": "100000", "CHATD_PROVIDERS__DEMO__TOKENS_PER_SECOND": str(args.tps)}
+    with store_env(args.store, data) as extra:
+        env.update(extra)
+        return await _chatd_on(args, env, port)
+
+
+async def _chatd_on(args: argparse.Namespace, env: dict[str, str], port: int) -> list[float]:
     proc = subprocess.Popen([sys.executable, "-m", "chatd", "serve", "--port", str(port)], env=env,
                             cwd=use_server_tree(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -147,14 +192,17 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=20, help="per sender")
     parser.add_argument("--tps", type=float, default=200.0, help="demo tokens per second (user messages)")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--store", choices=["sqlite", "postgres", "mongodb"], default="sqlite",
+                        help="mongodb runs against nx-27017 (a MongoDB-wire server on SQLite), not a real MongoDB")
     args = parser.parse_args()
     for run in range(1, args.runs + 1):
         bare = await bare_run(args)
         chatd = await chatd_run(args)
-        print(f"run {run}: senders={args.senders} messages={args.messages} demo_tps={args.tps}")
-        for name, lat in (("tornado-bare echo", bare), ("chatd send->ack", chatd)):
+        print(f"run {run}: senders={args.senders} messages={args.messages} demo_tps={args.tps} store={args.store}")
+        for (name, lat), wall in zip((("tornado-bare echo", bare), ("chatd send->ack", chatd)), LAST_RUN_S[-2:],
+                                     strict=True):
             print(f"  {name:18} n={len(lat)} p50={pct(lat, 50):.2f}ms p99={pct(lat, 99):.2f}ms "
-                  f"mean={1000 * statistics.fmean(lat):.2f}ms")
+                  f"mean={1000 * statistics.fmean(lat):.2f}ms  {len(lat) / wall:,.0f}/s")
         print(f"  ratio chatd/bare: p50 x{pct(chatd, 50) / pct(bare, 50):.1f}, "
               f"p99 x{pct(chatd, 99) / pct(bare, 99):.1f}")
 
