@@ -16,6 +16,12 @@ table is named `openai`). Keys, all optional:
 One provider instance serves every assistant that names it; the model comes from the
 assistant. An assistant's `options` table is sent as extra request fields (`top_p`,
 `seed`, `stop`…).
+
+The provider lists the server's models (`GET /models`) for chatd's discovery
+(`chatd.discovery`): an `[[assistants]]` entry with `discover = true` offers every served
+model, and a configured model the server lacks fails `/readyz`. With `OPENAI_BASE_URL` in the
+environment and no assistants configured, every served model is offered, the first the
+default (or `OPENAI_MODEL`, when set and served).
 """
 from __future__ import annotations
 

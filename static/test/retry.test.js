@@ -6,7 +6,7 @@ import { ChangeSet } from '../src/model/changes.js';
 import { canRetryReply, markRetrying, retryReplyData } from '../src/model/messages.js';
 import { beginSend, markFailed, queueSend, requeueFailed, sendData } from '../src/model/pending.js';
 import { convState } from '../src/model/state.js';
-import { CID, KEY, ME, frame, reply, signedInState, stored, streamChunks } from '../testing/fixtures.js';
+import { CID, KEY, ME, frame, orderOf, reply, signedInState, stored, streamChunks } from '../testing/fixtures.js';
 
 describe('retrying a refused send', () => {
   test('keeps the message and its client_msg_id; Retry queues the very same send again', () => {
@@ -65,8 +65,10 @@ describe('retrying a failed reply', () => {
     markRetrying(c, '100', false, new ChangeSet(), 'Too many replies at once');
     assert.equal(canRetryReply(c, m), true, 'a refused retry can be retried');
     assert.equal(m.error, 'Too many replies at once', 'the refusal shows where the error was');
+    frame(state, 'message_added', { message: reply(100, 2, { reply_to: 1, status: 'error', content: 'Hal' }) });
     streamChunks(state, 101, ['Hello'], { replyTo: 1 });
     assert.equal(canRetryReply(c, m), false, 'a reply is being written');
+    assert.deepEqual(orderOf(state), [1, 100, 101], 'the retry streams below the failed reply');
     frame(state, 'message_added', { message: reply(101, 3, { reply_to: 1, content: 'Hello' }) });
     assert.equal(canRetryReply(c, m), false, 'the newer reply answered it');
   });

@@ -32,14 +32,18 @@ function leave() {
   if (left && online()) app.socket.send('leave_conversation', { conversation_id: left.id });
 }
 
-/** Open a conversation: show what we have, load its newest page, then join it for live frames. */
-export async function selectConversation(cid, { focus = true } = {}) {
+/**
+ * Open a conversation: show what we have, load its newest page, then join it for live frames.
+ * Its URL becomes a new history entry, or (`replace`: the new chat it was created from) takes
+ * the current one, so Back goes to the conversation before.
+ */
+export async function selectConversation(cid, { focus = true, replace = false } = {}) {
   const key = idKey(cid);
   if (key === app.state.activeKey) { closeSidebar(); return; }
   saveCurrentDraft();
   leave();
   const c = update((state, ch) => openConversation(state, cid, ch));
-  persistActive(key);
+  persistActive(key, { replace });
   closeSidebar();
   if (focus) focusComposer();
   await ensureLoaded(c);

@@ -22,7 +22,7 @@ async function targetConversation(assistantId) {
   try {
     const res = await app.api.post('api/v1/conversations', assistantId ? { assistant_id: assistantId } : {});
     update((state, ch) => upsertConversation(state, res.conversation, ch));
-    await selectConversation(res.conversation.id, { focus: true });
+    await selectConversation(res.conversation.id, { focus: true, replace: true });
     return activeConv(app.state);
   } catch (err) {
     toast(`Could not start a conversation: ${err.message}`, 'error');

@@ -6,12 +6,20 @@ import { claimPending } from './pending.js';
 const LAST = Number.MAX_SAFE_INTEGER;
 
 // [seq, 0|1, arrival]: a stored message by its seq; a reply still streaming right after its
-// parent; anything else (an optimistic send) last, in the order it arrived.
+// parent (and the parent's earlier replies); anything else (an optimistic send) last, in the order it arrived.
 function sortKey(c, m) {
   if (typeof m.seq === 'number') return [m.seq, 0, 0];
   if (m.reply_to !== undefined && m.reply_to !== null) {
     const parent = c.messages.get(idKey(m.reply_to));
-    if (parent && typeof parent.seq === 'number') return [parent.seq, 1, m._ins || 0];
+    if (parent && typeof parent.seq === 'number') {
+      // After its parent and after the parent's stored replies (a retry follows the failed reply).
+      let after = parent.seq;
+      for (const x of c.messages.values()) {
+        if (typeof x.seq === 'number' && x.seq > after && x.reply_to !== undefined && x.reply_to !== null
+            && idKey(x.reply_to) === idKey(m.reply_to)) after = x.seq;
+      }
+      return [after, 1, m._ins || 0];
+    }
   }
   return [LAST, 0, m._ins || 0];
 }
