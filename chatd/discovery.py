@@ -77,16 +77,10 @@ class Catalog:
 
     def listed(self) -> list[Assistant]:
         """The assistants offered, in order: configured ones, then each source's models."""
-        out: list[Assistant] = []
-        for spec in self.order:
-            if isinstance(spec, Assistant):
-                if self.available(spec):
-                    out.append(spec)
-            else:
-                out.extend(a for a in (self.assistants[i] for i in spec.discovered) if self.available(a))
-        return out
+        return [a for spec in self.order for a in self._candidates(spec)]
 
     def _candidates(self, spec: Assistant | Source) -> list[Assistant]:
+        """The available assistants a spec stands for: itself, or its source's served models."""
         if isinstance(spec, Assistant):
             return [spec] if self.available(spec) else []
         return [a for a in (self.assistants[i] for i in spec.discovered) if self.available(a)]
