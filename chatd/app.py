@@ -197,6 +197,7 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
     plugins = PluginRegistry(extra_plugins=extra_plugins, load_entry_points=load_entry_points)
     plugins.configure(settings.providers, settings.assistants, plugin_settings=settings.plugins,
                       max_message_chars=settings.max_message_chars)
+    await plugins.discover()  # a server that cannot be asked logs one line and keeps the configured models
     store = make_store(settings)
     await store.open()
     redis_client = make_redis(settings)

@@ -12,6 +12,7 @@ import pluggy
 
 from chatd import hookspecs
 from chatd.builtin_filters import BuiltinFilters
+from chatd.discovery import Catalog, Listing, Source
 from chatd.errors import AssistantNotFound, ConfigError
 from chatd.filters import InboundFilter, OutboundFilter
 from chatd.providers import Assistant, Provider, ProviderFactory
@@ -43,6 +44,7 @@ class PluginRegistry:
         self.providers: dict[str, Provider] = {}
         self.provider_type_of: dict[str, str] = {}
         self.assistants: dict[str, Assistant] = {}
+        self.catalog = Catalog(self.assistants, [], self.providers)
 
     def load(self) -> None:
         """Load built-in, entry-point and extra plugins and collect their provider types (idempotent)."""
@@ -122,27 +124,39 @@ class PluginRegistry:
                 raise ConfigError(f"provider {name!r}: unknown type {type_name!r} (installed: {known})")
             self.providers[name] = factory(table)
             self.provider_type_of[name] = type_name
+        order: list[Assistant | Source] = []
         for spec in assistants:
+            discover = bool(spec.pop("discover", False))
+            if discover:
+                spec.setdefault("id", f"{spec.get('provider')}-models")
+                spec.setdefault("model", "")
+                spec.setdefault("name", "")
             try:
                 a = Assistant(**{k: v for k, v in spec.items() if k in Assistant.__dataclass_fields__})
             except TypeError as e:
                 raise ConfigError(f"assistant {spec.get('id')!r}: {e}") from e
             if a.provider not in self.providers:
                 raise ConfigError(f"assistant {a.id!r}: no provider named {a.provider!r}")
-            self.assistants[a.id] = a
-        if not self.assistants:
+            if discover:
+                order.append(Source(a))
+            else:
+                self.assistants[a.id] = a
+                order.append(a)
+        if not order:
             raise ConfigError("no assistants configured and no plugin offered one")
-        defaults = [a for a in self.assistants.values() if a.default]
-        if not defaults:
-            next(iter(self.assistants.values())).default = True
-        elif len(defaults) > 1:
-            for extra in defaults[1:]:
-                extra.default = False
+        self.catalog = Catalog(self.assistants, order, self.providers)
+
+    async def discover(self, quiet: bool = False, limit_s: float | None = None) -> dict[str, Listing]:
+        """Ask the providers which models they serve and update the assistants (start-up, refresh, /readyz)."""
+        return await self.catalog.refresh(quiet=quiet, limit_s=limit_s)
 
     @property
     def default_assistant(self) -> Assistant:
         """The assistant used when a conversation names none."""
-        return next(a for a in self.assistants.values() if a.default)
+        default = next((a for a in self.assistants.values() if a.default), None)
+        if default is None:
+            raise AssistantNotFound("No assistant is available: the AI provider lists no models (yet)")
+        return default
 
     def assistant(self, assistant_id: str | None) -> Assistant:
         """The assistant with this id (the default for None); ASSISTANT_NOT_FOUND otherwise."""
@@ -158,8 +172,8 @@ class PluginRegistry:
         return self.providers[assistant.provider]
 
     def list_assistants(self) -> list[dict]:
-        """Assistants as listed by the REST API."""
-        return [a.public(self.provider_type_of[a.provider]) for a in self.assistants.values()]
+        """Assistants as listed by the REST API: the available ones (see `chatd.discovery`)."""
+        return [a.public(self.provider_type_of[a.provider]) for a in self.catalog.listed()]
 
     async def aclose(self) -> None:
         """Close every provider."""

@@ -107,6 +107,15 @@ class Provider(abc.ABC):
         """Whether the provider is usable now (for /readyz); cheap, no tokens spent."""
         return True
 
+    async def list_models(self) -> list[str] | None:
+        """The ids of the models the server serves, in its order; None when this provider cannot list them.
+
+        chatd asks at start-up, on `GET /api/v1/assistants?refresh=1` and from `/readyz`
+        (see `chatd.discovery`). Raise `ProviderUnavailable` when the server could not be asked;
+        chatd then keeps the models it knew. Cheap: no tokens spent.
+        """
+        return None
+
     async def aclose(self) -> None:
         """Release clients and connections at shutdown."""
 

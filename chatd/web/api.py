@@ -90,7 +90,9 @@ class AssistantsHandler(ApiHandler):
     """GET /api/v1/assistants."""
 
     async def get(self) -> None:
-        """The configured assistants."""
+        """The available assistants; `?refresh=1` first asks the providers which models they serve."""
+        if self.get_query_argument("refresh", "0") not in ("", "0", "false"):
+            await self.plugins.discover()
         self.send_json({"assistants": self.plugins.list_assistants()})
 
 

@@ -27,14 +27,30 @@ class ReadyHandler(ApiHandler):
         except Exception:
             return False
 
+    async def _providers(self) -> dict[str, str]:
+        """Each provider's state: "ok", "failed", or "model not served: NAME[, NAME]" (its list asked for again)."""
+        listings = await self.plugins.discover(quiet=True, limit_s=2.0)
+        states = {}
+        for name, p in self.plugins.providers.items():
+            listing = listings.get(name)
+            if listing is not None and listing.error is not None:
+                states[name] = "failed"
+            elif (listing is None or listing.models is None) and not await self._check(p.check()):
+                states[name] = "failed"
+            elif missing := self.plugins.catalog.missing(name):
+                states[name] = f"model not served: {', '.join(missing)}"
+            else:
+                states[name] = "ok"
+        return states
+
     async def get(self) -> None:
         """200 with each dependency's state, or 503 naming what failed."""
         store_ok = await self._check(self.store.ping())
         bus_ok = await self._check(self.settings["bus"].ping())
-        providers = {name: await self._check(p.check()) for name, p in self.plugins.providers.items()}
-        providers_ok = all(providers.values())
+        providers = await self._providers()
+        providers_ok = all(v == "ok" for v in providers.values())
         body: dict[str, object] = {"store": "ok" if store_ok else "failed", "bus": "ok" if bus_ok else "failed",
-                "providers": {k: "ok" if v else "failed" for k, v in providers.items()}}
+                                   "providers": providers}
         if self.chat.closing:
             body["shutting_down"] = True
         ok = store_ok and bus_ok and providers_ok and not self.chat.closing

@@ -16,6 +16,12 @@ table is named `openai`). Keys, all optional:
 One provider instance serves every assistant that names it; the model comes from the
 assistant. An assistant's `options` table is sent as extra request fields (`top_p`,
 `seed`, `stop`…).
+
+The provider lists the server's models (`GET /models`) for chatd's discovery
+(`chatd.discovery`): an `[[assistants]]` entry with `discover = true` offers every served
+model, and a configured model the server lacks fails `/readyz`. With `OPENAI_BASE_URL` in the
+environment and no assistants configured, every served model is offered, the first the
+default (or `OPENAI_MODEL`, when set and served).
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_TIMEOUT_S = 60.0
+LIST_TIMEOUT_S = 4.0  # listing models must fit in chatd.discovery.LIST_TIMEOUT_S
 NO_KEY = "sk-no-key-required"  # compatible servers ignore the key, the SDK insists on one
 
 CONFIG_KEYS = {"base_url", "api_key", "api_key_env", "organization", "project", "timeout",
@@ -144,6 +151,28 @@ class OpenAIProvider(Provider):
             raise kit.cut_short(name)
         completion.finish_reason = finish or "stop"
 
+    async def list_models(self) -> list[str] | None:
+        """`GET /models`: the served model ids; None when the server has no such endpoint (404/405)."""
+        try:
+            page = await self.client.with_options(max_retries=0, timeout=LIST_TIMEOUT_S).models.list()
+            return [m.id async for m in page]
+        except openai.NotFoundError:
+            return None
+        except openai.APIStatusError as e:
+            if e.status_code == 405:
+                return None
+            raise map_error(e, f"provider at {self.base_url or 'api.openai.com'}", self._secret) from None
+        except openai.OpenAIError as e:
+            raise map_error(e, f"provider at {self.base_url or 'api.openai.com'}", self._secret) from None
+
+    async def check(self) -> bool:
+        """Whether the server answers its model listing (or has none to answer)."""
+        try:
+            await self.list_models()
+        except ChatdError:
+            return False
+        return True
+
     async def aclose(self) -> None:
         """Close the SDK's HTTP client."""
         await self.client.close()
@@ -157,16 +186,29 @@ def register_providers(register: Callable[[str, Callable[[dict[str, Any]], Provi
 
 @hookimpl
 def default_assistants(environ: dict[str, str]) -> list[dict[str, Any]] | None:
-    """With OPENAI_API_KEY or OPENAI_BASE_URL set and no assistants configured, offer one (the default)."""
+    """With OPENAI_API_KEY or OPENAI_BASE_URL set and no assistants configured, offer OpenAI (the default).
+
+    With OPENAI_BASE_URL (Ollama, vLLM, llama.cpp, LM Studio) every model the server lists
+    becomes an assistant, the first the default; OPENAI_MODEL, when set, is offered first and is
+    the default, and `/readyz` fails while the server does not serve it. With the key alone
+    (OpenAI itself, whose list holds embedding and image models too) OPENAI_MODEL, else
+    gpt-4o-mini, is the one assistant.
+    """
     key, base_url = environ.get("OPENAI_API_KEY"), environ.get("OPENAI_BASE_URL")
     if not key and not base_url:
         return None
-    model = environ.get("OPENAI_MODEL") or DEFAULT_MODEL
     pconf: dict[str, Any] = {"type": "openai"}
     if base_url:
         pconf["base_url"] = base_url
     if key:
         pconf["api_key"] = key
-    label = "OpenAI-compatible" if base_url else "OpenAI"
-    return [{"id": "openai", "name": f"{label} ({model})", "provider": "openai", "model": model,
-             "default": True, "provider_config": pconf}]
+    offered: list[dict[str, Any]] = []
+    model = environ.get("OPENAI_MODEL") or (None if base_url else DEFAULT_MODEL)
+    if model:
+        label = "OpenAI-compatible" if base_url else "OpenAI"
+        offered.append({"id": "openai", "name": f"{label} ({model})", "provider": "openai", "model": model,
+                        "default": True, "provider_config": pconf})
+    if base_url:
+        offered.append({"id": "openai-models", "provider": "openai", "discover": True, "default": True,
+                        "provider_config": pconf})
+    return offered

@@ -7,11 +7,11 @@
 import { Api } from './api.js';
 import { app, setEffectHandlers } from './actions/app.js';
 import {
-  deleteConversation, joinConversation, maybeLoadOlder, newChat, pickAssistant, refreshConversations, refreshTail,
-  renameConversation, selectConversation,
+  deleteConversation, joinConversation, maybeLoadOlder, newChat, openRoute, pickAssistant, refreshConversations,
+  refreshTail, renameConversation, selectConversation,
 } from './actions/conversations.js';
 import { saveDraftSoon } from './actions/drafts.js';
-import { retryMessage, sendAll, stopGeneration, submitComposer } from './actions/sending.js';
+import { retryMessage, retryReply, sendAll, stopGeneration, submitComposer } from './actions/sending.js';
 import { askOtherTabs, authenticate, openChannel, signOut, startChat, storedSession } from './actions/session.js';
 import { noteTyping } from './actions/typing.js';
 import { createState } from './model/state.js';
@@ -52,7 +52,7 @@ function bindViews() {
   });
   bindHeader({ onPick: pickAssistant });
   bindStatus({ onRetryNow: () => app.socket?.connectNow() });
-  bindMessages({ onRetry: retryMessage, onNearTop: maybeLoadOlder });
+  bindMessages({ onRetry: retryMessage, onRetryReply: retryReply, onNearTop: maybeLoadOlder, onNewChat: newChat });
   bindComposer(state, {
     onSubmit: submitComposer,
     onStop: stopGeneration,
@@ -72,6 +72,8 @@ async function boot() {
   bindElements();
   bindViews();
   bindShortcuts();
+  // Back, Forward, an edited or followed `#/c/ID` link: open what the URL names.
+  window.addEventListener('hashchange', () => openRoute(window.location.hash));
   setInterval(() => { if (state.session) renderSidebarTimes(state); }, SIDEBAR_TIMES_EVERY_MS);
   setAuthMode(state, 'login');
   openChannel();

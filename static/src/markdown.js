@@ -19,7 +19,7 @@ const LANG_ALIASES = { sh: 'bash', shell: 'bash', zsh: 'bash', console: 'bash', 
 
 const marked = new Marked({
   gfm: true,
-  breaks: false,
+  breaks: true, // GFM line breaks: a single newline is a <br> (a haiku keeps its three lines)
   async: false,
   renderer: {
     code({ text, lang }) {

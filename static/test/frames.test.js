@@ -207,14 +207,15 @@ describe('applyFrame', () => {
       assert.equal(state.convs.get(KEY).messages.get('100').status, 'cancelled');
     });
 
-    test('stream_error marks the reply failed and tells the user (open conversation only)', () => {
+    test('stream_error marks the reply failed; the error shows on the reply only, never as a toast too', () => {
       const state = signedInState();
       streamChunks(state, 100, ['Hi']);
       const ch = frame(state, 'stream_error', { message_id: 100, code: 'PROVIDER_ERROR', message: 'upstream down' });
       const m = state.convs.get(KEY).messages.get('100');
       assert.equal(m.status, 'error');
       assert.equal(m.error, 'upstream down');
-      assert.deepEqual(ch.notices, [{ text: 'The assistant failed: upstream down', kind: 'error' }]);
+      assert.deepEqual(ch.notices, [], 'one error shown once: on the reply, with its Retry');
+      assert.deepEqual(ch.messagesOf(KEY), ['100']);
       frame(state, 'stream_start', { conversation_id: 43, message_id: 200 });
       assert.deepEqual(frame(state, 'stream_error', { conversation_id: 43, message_id: 200, code: 'X' }).notices, []);
     });

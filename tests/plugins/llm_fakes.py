@@ -47,10 +47,13 @@ class FakeLLM:
 
     def __init__(self) -> None:
         self.script: list[Behavior] = []
-        self.requests: list[Seen] = []
+        self.requests: list[Seen] = []  # completions asked for
+        self.listings: list[Seen] = []  # GET /v1/models
         self.disconnects = 0
         self.disconnected = asyncio.Event()
         self.completed = 0
+        self.models: list[str] | None = None  # what GET /v1/models lists; None: 404, as a server without it
+        self.models_status = 200  # another status makes GET /v1/models fail with it
         self.port = 0
         self.server: tornado.httpserver.HTTPServer | None = None
 
@@ -206,6 +209,23 @@ class OpenAIHandler(_Base):
             self.fake.on_disconnect() if not self.closed else None
 
 
+class ModelsHandler(_Base):
+    """GET /v1/models: the model list of an OpenAI-compatible server (Ollama's shape: owned_by "library")."""
+
+    def get(self) -> None:
+        self.fake.listings.append(Seen(self.request.path, dict(self.request.headers), {}))
+        self.set_header("Content-Type", "application/json")
+        if self.fake.models is None or self.fake.models_status != 200:
+            status = 404 if self.fake.models is None else self.fake.models_status
+            self.set_status(status)
+            self.finish(json.dumps({"error": {"message": "not found" if status == 404 else "server error",
+                                              "type": "invalid_request_error", "param": None, "code": None}}))
+            return
+        data = [{"id": m, "object": "model", "created": 1733000000 + i, "owned_by": "library"}
+                for i, m in enumerate(self.fake.models)]
+        self.finish(json.dumps({"object": "list", "data": data}))
+
+
 class AnthropicHandler(_Base):
     """POST /v1/messages, streaming named SSE events like api.anthropic.com."""
 
@@ -249,3 +269,24 @@ class AnthropicHandler(_Base):
             self.fake.completed += 1
         except tornado.iostream.StreamClosedError:
             self.fake.on_disconnect() if not self.closed else None
+
+
+def serve_fake(fake: FakeLLM, port: int = 0) -> tornado.httpserver.HTTPServer:
+    """Start serving `fake` on 127.0.0.1 (`port` 0: a free one, recorded in `fake.port`)."""
+    app = tornado.web.Application([
+        (r"/v1/chat/completions", OpenAIHandler, {"fake": fake}),
+        (r"/v1/models", ModelsHandler, {"fake": fake}),
+        (r"/v1/messages", AnthropicHandler, {"fake": fake}),
+    ])
+    sockets = tornado.netutil.bind_sockets(port, "127.0.0.1")
+    fake.port = sockets[0].getsockname()[1]
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    fake.server = server
+    return server
+
+
+async def stop_fake(server: tornado.httpserver.HTTPServer) -> None:
+    """Stop a server `serve_fake` started."""
+    server.stop()
+    await server.close_all_connections()

@@ -36,11 +36,19 @@ def test_openai_key_makes_an_openai_assistant_the_default():
     assert KEY not in str(reg.list_assistants())
 
 
-def test_base_url_alone_offers_an_openai_compatible_assistant():
+def test_base_url_alone_offers_the_models_the_server_lists():
     reg = configured({"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"})
-    a = reg.default_assistant
-    assert a.id == "openai" and a.model == "gpt-4o-mini" and "compatible" in a.name
     assert reg.providers["openai"].base_url == "http://127.0.0.1:11434/v1"
+    assert [s.template.provider for s in reg.catalog.sources] == ["openai"]
+    # No guessed model (gpt-4o-mini is not on an Ollama): until the server is asked (test_model_discovery), the demo.
+    assert "openai" not in reg.assistants and reg.default_assistant.id == "demo"
+
+
+def test_base_url_and_model_offer_that_model_first():
+    reg = configured({"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1", "OPENAI_MODEL": "llama3.2"})
+    a = reg.default_assistant
+    assert a.id == "openai" and a.model == "llama3.2" and "compatible" in a.name
+    assert [s.template.provider for s in reg.catalog.sources] == ["openai"]
 
 
 def test_anthropic_key_offers_claude_and_openai_wins_when_both():

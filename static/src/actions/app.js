@@ -1,6 +1,7 @@
 // What the actions share: the model, the REST client, the socket, the tab channel, and commit(),
 // which renders a ChangeSet and carries out the effects it asks for.
 import { ChangeSet } from '../model/changes.js';
+import { routeFor } from '../model/route.js';
 import { ACTIVE_KEY } from '../model/session.js';
 import { render } from '../views/render.js';
 
@@ -21,15 +22,24 @@ export function setEffectHandlers(handlers) {
 /** Whether the socket is authenticated and can carry requests. */
 export const online = () => !!app.socket?.online;
 
-/** Remember which conversation is open, so a reload reopens it (null: a new chat). */
-export function persistActive(key) {
+/**
+ * Remember which conversation is open (null: a new chat): its URL (`#/c/ID`, a new history entry
+ * unless `replace`, so Back returns to the previous one) and this tab's sessionStorage.
+ */
+export function persistActive(key, { replace = false } = {}) {
   if (key) sessionStorage.setItem(ACTIVE_KEY, key);
   else sessionStorage.removeItem(ACTIVE_KEY);
+  const want = routeFor(key);
+  const here = window.location.hash;
+  if (here === want) return;
+  // The first route of a page loaded without one replaces that entry: Back leaves the page, as before.
+  if (replace || !here || here === '#') window.history.replaceState(window.history.state, '', want);
+  else window.history.pushState(null, '', want);
 }
 
 /** Show what a model update changed, then make the requests it asked for. */
 export function commit(ch) {
-  if (ch.closed) persistActive(null);
+  if (ch.closed) persistActive(null, { replace: true });
   render(app.state, ch);
   for (const effect of ch.effects) effectHandlers[effect.type]?.(effect);
   return ch;

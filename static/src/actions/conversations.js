@@ -4,10 +4,11 @@ import { saveCurrentDraft } from './drafts.js';
 import { stopTyping } from './typing.js';
 import { ChangeSet } from '../model/changes.js';
 import {
-  leaveActive, mergeConversationList, openConversation, openNewChat, removeConversation, upsertConversation,
+  leaveActive, mergeConversationList, openConversation, openMissing, openNewChat, removeConversation, upsertConversation,
 } from '../model/conversations.js';
 import { idKey } from '../model/ids.js';
 import { addNewestPage, addOlderPage, markInterrupted, oldestSeq, upsertMessage } from '../model/messages.js';
+import { isRoute, parseRoute } from '../model/route.js';
 import { activeConv } from '../model/state.js';
 import { focusComposer } from '../views/composer.js';
 import { syncPicker } from '../views/header.js';
@@ -31,14 +32,18 @@ function leave() {
   if (left && online()) app.socket.send('leave_conversation', { conversation_id: left.id });
 }
 
-/** Open a conversation: show what we have, load its newest page, then join it for live frames. */
-export async function selectConversation(cid, { focus = true } = {}) {
+/**
+ * Open a conversation: show what we have, load its newest page, then join it for live frames.
+ * Its URL becomes a new history entry, or (`replace`: the new chat it was created from) takes
+ * the current one, so Back goes to the conversation before.
+ */
+export async function selectConversation(cid, { focus = true, replace = false } = {}) {
   const key = idKey(cid);
   if (key === app.state.activeKey) { closeSidebar(); return; }
   saveCurrentDraft();
   leave();
   const c = update((state, ch) => openConversation(state, cid, ch));
-  persistActive(key);
+  persistActive(key, { replace });
   closeSidebar();
   if (focus) focusComposer();
   await ensureLoaded(c);
@@ -53,6 +58,36 @@ export function newChat() {
   persistActive(null);
   closeSidebar();
   focusComposer();
+}
+
+/**
+ * Open what a URL hash names (reload, Back/Forward, a bookmark): `#/c/ID` or `#/` for a new chat.
+ * A conversation missing from the sidebar is asked for; one the server does not show us is
+ * reported on the page. A hash that is no route (a skip link) changes nothing.
+ */
+export async function openRoute(hash, { focus = true } = {}) {
+  const state = app.state;
+  if (!state.session || !isRoute(hash)) return;
+  const key = parseRoute(hash);
+  if (key === null) {
+    if (state.activeKey !== null || state.missingKey !== null) newChat();
+    return;
+  }
+  if (key === state.activeKey || key === state.missingKey) return;
+  const known = state.conversations.get(key);
+  if (known) { await selectConversation(known.id, { focus }); return; }
+  try {
+    const res = await app.api.get(conversationUrl(key));
+    update((s, ch) => upsertConversation(s, res.conversation, ch));
+    await selectConversation(res.conversation.id, { focus });
+  } catch (err) {
+    if (err.status === 404 || err.status === 403 || err.status === 400 || err.status === 422) {
+      leave();
+      update((s, ch) => openMissing(s, key, ch));
+    } else {
+      toast(`Could not open the conversation: ${err.message}`, 'error');
+    }
+  }
 }
 
 /** Load a conversation's newest page once (concurrent callers share the request). */

@@ -6,10 +6,10 @@ import { stopTyping } from './typing.js';
 import { upsertConversation } from '../model/conversations.js';
 import { errorText } from '../model/frames.js';
 import { idKey } from '../model/ids.js';
-import { dropMessage, streamingReply } from '../model/messages.js';
-import { beginSend, endSend, markAcked, markFailed, queueSend, sendData } from '../model/pending.js';
+import { canRetryReply, markRetrying, retryReplyData, streamingReply } from '../model/messages.js';
+import { beginSend, endSend, markAcked, markFailed, queueSend, requeueFailed, sendData } from '../model/pending.js';
 import { activeConv } from '../model/state.js';
-import { composerText, focusComposer, holdSend, renderComposer, setComposerText } from '../views/composer.js';
+import { composerText, holdSend, renderComposer, setComposerText } from '../views/composer.js';
 import { pickedAssistant } from '../views/header.js';
 import { toast } from '../views/toasts.js';
 import { randomId } from '../util.js';
@@ -22,7 +22,7 @@ async function targetConversation(assistantId) {
   try {
     const res = await app.api.post('api/v1/conversations', assistantId ? { assistant_id: assistantId } : {});
     update((state, ch) => upsertConversation(state, res.conversation, ch));
-    await selectConversation(res.conversation.id, { focus: true });
+    await selectConversation(res.conversation.id, { focus: true, replace: true });
     return activeConv(app.state);
   } catch (err) {
     toast(`Could not start a conversation: ${err.message}`, 'error');
@@ -58,8 +58,8 @@ export async function sendPending(clientMsgId) {
     markAcked(app.state, clientMsgId);
   } catch (err) {
     if (err.disconnected || err.code === 'TIMEOUT') return; // resent (same client_msg_id) after the reconnect
-    update((state, ch) => markFailed(state, clientMsgId, errorText(err.data || { message: err.message }), ch));
-    toast(errorText(err.data || { message: err.message, code: err.code }), 'error');
+    // Shown once, on the message itself (with Retry): no toast besides.
+    update((state, ch) => markFailed(state, clientMsgId, errorText(err.data || { message: err.message, code: err.code }), ch));
   } finally {
     endSend(app.state, clientMsgId);
   }
@@ -70,13 +70,25 @@ export function sendAll(ids) {
   for (const id of ids) sendPending(id);
 }
 
-/** Retry a message that was refused: it leaves the list and its text goes back into the composer. */
+/** Retry a message that was refused: sent again with its client_msg_id, so it is stored once. */
 export function retryMessage(m) {
   const c = activeConv(app.state);
   if (!c) return;
-  update((state, ch) => dropMessage(c, idKey(m.id), ch));
-  setComposerText(app.state, m.content);
-  focusComposer();
+  const clientMsgId = update((state, ch) => requeueFailed(state, c, idKey(m.id), ch));
+  if (clientMsgId) sendPending(clientMsgId);
+}
+
+/** Retry a reply that failed: a new reply to the same message (`stream_response`); a refusal shows on it. */
+export async function retryReply(m) {
+  const c = activeConv(app.state);
+  const key = idKey(m.id);
+  if (!c || !online() || !canRetryReply(c, c.messages.get(key))) return;
+  update((state, ch) => markRetrying(c, key, true, ch));
+  try {
+    await app.socket.request('stream_response', retryReplyData(m));
+  } catch (err) {
+    update((state, ch) => markRetrying(c, key, false, ch, errorText(err.data || { message: err.message, code: err.code })));
+  }
 }
 
 /** Ask the server to stop the reply being written (Stop or Esc). */

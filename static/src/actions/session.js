@@ -1,11 +1,12 @@
 // Signing in and out, the socket's lifecycle, and sharing the session with the browser's other
 // tabs over a same-origin BroadcastChannel (a new tab asks; signing out signs out every tab).
 import { app, commit } from './app.js';
-import { LIST_LIMIT, selectConversation } from './conversations.js';
+import { LIST_LIMIT, openRoute } from './conversations.js';
 import { ChangeSet } from '../model/changes.js';
 import { setAssistants } from '../model/assistants.js';
 import { upsertConversation } from '../model/conversations.js';
 import { applyFrame } from '../model/frames.js';
+import { parseRoute, routeFor } from '../model/route.js';
 import { ACTIVE_KEY, SESSION_KEY, authFailedNotice, parseSession, sessionFromAuth } from '../model/session.js';
 import { setConnection, signIn, signOut as forgetAccount } from '../model/state.js';
 import { ChatSocket, socketUrl } from '../socket.js';
@@ -113,9 +114,14 @@ export async function startChat(session, { announce = false } = {}) {
     if (err.status !== 401) toast(`Could not load your conversations: ${err.message}`, 'error');
     return;
   }
-  const wanted = sessionStorage.getItem(ACTIVE_KEY);
-  if (wanted && state.conversations.has(wanted)) selectConversation(state.conversations.get(wanted).id, { focus: false });
-  else renderActive(state);
+  // The URL says which conversation to open (a reload, a bookmark); without one, the one this
+  // tab had open (sessionStorage), as before conversations had URLs.
+  const hash = window.location.hash;
+  const remembered = sessionStorage.getItem(ACTIVE_KEY);
+  if (parseRoute(hash) !== null) await openRoute(hash, { focus: false });
+  else if ((!hash || hash === '#') && remembered && state.conversations.has(remembered)) {
+    await openRoute(routeFor(remembered), { focus: false });
+  } else renderActive(state);
   focusComposer();
 }
 

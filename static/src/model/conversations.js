@@ -56,6 +56,7 @@ export function sortedConversations(state) {
 export function openConversation(state, cid, ch) {
   const key = idKey(cid);
   state.activeKey = key;
+  state.missingKey = null;
   state.unread.delete(key);
   ch.reset = true;
   return convState(state, cid);
@@ -64,6 +65,19 @@ export function openConversation(state, cid, ch) {
 /** Switch to a new, not yet created chat. */
 export function openNewChat(state, ch) {
   state.activeKey = null;
+  state.missingKey = null;
+  ch.reset = true;
+}
+
+/**
+ * The URL named a conversation the server does not show us (deleted, never ours, a typo): the
+ * page says so instead of a blank pane; sending starts a new chat.
+ */
+export function openMissing(state, cid, ch) {
+  const key = idKey(cid);
+  if (!state.conversations.has(key)) state.convs.delete(key); // no empty cache for it
+  state.activeKey = null;
+  state.missingKey = key;
   ch.reset = true;
 }
 

@@ -67,9 +67,9 @@ function onStreamContent(state, c, d, ch) {
   appendChunk(c, reply, d, ch);
 }
 
+// The failed reply shows its error (and Retry) in place: no toast besides, one error shown once.
 function onStreamError(state, c, d, ch) {
   failStream(c, d, ch);
-  if (d.code !== 'CANCELLED' && c.key === state.activeKey) ch.notice(`The assistant failed: ${d.message || d.code}`, 'error');
 }
 
 function onTyping(state, c, d, ch, now) {

@@ -6,12 +6,20 @@ import { claimPending } from './pending.js';
 const LAST = Number.MAX_SAFE_INTEGER;
 
 // [seq, 0|1, arrival]: a stored message by its seq; a reply still streaming right after its
-// parent; anything else (an optimistic send) last, in the order it arrived.
+// parent (and the parent's earlier replies); anything else (an optimistic send) last, in the order it arrived.
 function sortKey(c, m) {
   if (typeof m.seq === 'number') return [m.seq, 0, 0];
   if (m.reply_to !== undefined && m.reply_to !== null) {
     const parent = c.messages.get(idKey(m.reply_to));
-    if (parent && typeof parent.seq === 'number') return [parent.seq, 1, m._ins || 0];
+    if (parent && typeof parent.seq === 'number') {
+      // After its parent and after the parent's stored replies (a retry follows the failed reply).
+      let after = parent.seq;
+      for (const x of c.messages.values()) {
+        if (typeof x.seq === 'number' && x.seq > after && x.reply_to !== undefined && x.reply_to !== null
+            && idKey(x.reply_to) === idKey(m.reply_to)) after = x.seq;
+      }
+      return [after, 1, m._ins || 0];
+    }
   }
   return [LAST, 0, m._ins || 0];
 }
@@ -151,4 +159,34 @@ export function conversationOfMessage(state, messageId) {
   const key = idKey(messageId);
   for (const c of state.convs.values()) if (c.messages.has(key) || c.streams.has(key)) return c;
   return state.activeKey ? state.convs.get(state.activeKey) || null : null;
+}
+
+const RETRYABLE = new Set(['error', 'interrupted']);
+
+/**
+ * Whether a failed (or interrupted) reply offers Retry: it is the newest reply to its message,
+ * no reply is being written, and it is not being retried already.
+ */
+export function canRetryReply(c, m) {
+  if (!c || !m || m.message_type !== 'assistant' || !RETRYABLE.has(m.status) || m._retrying) return false;
+  if (m.reply_to === undefined || m.reply_to === null || streamingReply(c)) return false;
+  const list = sortedMessages(c);
+  const later = list.slice(list.indexOf(m) + 1);
+  return !later.some((x) => x.message_type === 'assistant' && idKey(x.reply_to) === idKey(m.reply_to));
+}
+
+/** The stream_response data that asks again for a failed reply (a new reply to the same message). */
+export function retryReplyData(m) {
+  const data = { conversation_id: m.conversation_id, message_id: m.reply_to };
+  if (m.assistant_id) data.assistant_id = m.assistant_id;
+  return data;
+}
+
+/** Retry was pressed (`on`) or refused (`on` false, with the refusal as the reply's error). */
+export function markRetrying(c, key, on, ch, error = null) {
+  const m = c.messages.get(key);
+  if (!m) return;
+  m._retrying = on;
+  if (error) m.error = error;
+  ch.message(c.key, key).composer = true;
 }

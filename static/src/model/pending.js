@@ -47,7 +47,10 @@ export function markAcked(state, clientMsgId) {
   if (entry) entry.acked = true;
 }
 
-/** The server refused the message: it stays shown, marked "Not sent" with a Retry button. */
+/**
+ * The server refused the message: it stays shown, marked "Not sent" with a Retry button (the
+ * one place the error shows). The send is kept on the message so Retry repeats it exactly.
+ */
 export function markFailed(state, clientMsgId, reason, ch) {
   const entry = state.pending.get(clientMsgId);
   if (!entry) return;
@@ -55,8 +58,24 @@ export function markFailed(state, clientMsgId, reason, ch) {
   const m = state.convs.get(entry.convKey)?.messages.get(entry.key);
   if (m) {
     m._failed = reason;
+    m._send = { clientMsgId, entry: { ...entry, inflight: false, acked: false } };
     ch.message(entry.convKey, entry.key);
   }
+}
+
+/**
+ * Retry a refused message: queued again under the same client_msg_id (the server stores it
+ * once even if an earlier try did reach it). Returns that id, or null if it cannot be retried.
+ */
+export function requeueFailed(state, c, key, ch) {
+  const m = c.messages.get(key);
+  if (!m || !m._failed || !m._send) return null;
+  const { clientMsgId, entry } = m._send;
+  delete m._failed;
+  delete m._send;
+  state.pending.set(clientMsgId, { ...entry });
+  ch.message(c.key, key).composer = true;
+  return clientMsgId;
 }
 
 /** The server's echo arrived: forget the send and return it (null if it was not ours). */

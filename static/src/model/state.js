@@ -15,6 +15,7 @@ export function createState() {
     conversations: new Map(), // key -> conversation as the server describes it (the sidebar)
     convs: new Map(), // key -> per-conversation cache: messages, streams, seq, join state
     activeKey: null, // null: a new, not yet created chat
+    missingKey: null, // a conversation the URL named that does not exist or is not ours (shown as such)
     pending: new Map(), // client_msg_id -> a message sent but not yet echoed back
     unread: new Set(), // keys of conversations with news since they were last open
   };
@@ -71,4 +72,5 @@ export function signOut(state) {
   state.convs.clear();
   state.pending.clear();
   state.activeKey = null;
+  state.missingKey = null;
 }

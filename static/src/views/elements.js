@@ -4,7 +4,7 @@ const IDS = ['boot', 'auth-view', 'auth-form', 'auth-username', 'auth-password',
   'auth-hint', 'auth-notice', 'tab-login', 'tab-register', 'auth-fields', 'chat-view', 'sidebar', 'scrim',
   'new-chat', 'conversation-list', 'conversation-empty', 'me-name', 'me-avatar', 'logout', 'menu-button',
   'conversation-title', 'assistant-picker', 'connection-status', 'messages', 'history-status', 'message-list',
-  'empty-state', 'suggestions', 'jump-bottom', 'typing-others', 'composer', 'composer-input', 'send-button',
+  'empty-state', 'missing-state', 'missing-new-chat', 'suggestions', 'jump-bottom', 'typing-others', 'composer', 'composer-input', 'send-button',
   'stop-button', 'composer-hint', 'toasts'];
 
 export const E = {};

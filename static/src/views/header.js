@@ -7,7 +7,7 @@ import { el } from '../util.js';
 /** Show the open conversation's title and assistant. */
 export function renderHeader(state) {
   const conv = state.activeKey ? state.conversations.get(state.activeKey) : null;
-  const title = conversationTitle(conv);
+  const title = !conv && state.missingKey !== null ? 'Conversation not found' : conversationTitle(conv);
   E.conversationTitle.textContent = title;
   document.title = conv ? `${title} · chatd` : 'chatd';
   syncPicker(state);

@@ -2,7 +2,8 @@
 // place as it streams, so screen readers hear only what is new (aria-live on the reply body).
 import { assistantName } from '../model/assistants.js';
 import { idKey } from '../model/ids.js';
-import { isMe } from '../model/state.js';
+import { canRetryReply } from '../model/messages.js';
+import { activeConv, isMe } from '../model/state.js';
 import { renderInto } from '../markdown.js';
 import { clockTime, copyText, el, formatUsage, icon } from '../util.js';
 
@@ -46,9 +47,10 @@ export function buildTypingRow(state, convKey) {
 
 /**
  * Bring a message's element up to date (a fresh one when there is none, or its kind changed).
- * `onRetry(m)` is called by the Retry button of a message that failed to send.
+ * `onRetry(m)` is called by the Retry button of a message that failed to send, `onRetryReply(m)`
+ * by that of a reply that failed.
  */
-export function updateMessage(state, li, m, { onRetry }) {
+export function updateMessage(state, li, m, { onRetry, onRetryReply }) {
   const kind = messageKind(state, m);
   if (!li || li.dataset.kind !== kind) {
     const fresh = buildMessage(kind, idKey(m.id));
@@ -62,7 +64,7 @@ export function updateMessage(state, li, m, { onRetry }) {
     li.querySelector('.msg-author').textContent = assistantName(state, m.assistant_id);
     renderReplyBody(body, m);
     li.classList.toggle('streaming', m.status === 'streaming');
-    renderAssistantFoot(foot, m);
+    renderAssistantFoot(foot, m, canRetryReply(activeConv(state), m) ? onRetryReply : null);
   } else {
     if (kind === 'other') li.querySelector('.msg-author').textContent = `User ${m.sender_id}`;
     if (body.textContent !== (m.content || '')) body.textContent = m.content || '';
@@ -88,27 +90,41 @@ function renderReplyBody(body, m) {
   body.setAttribute('aria-busy', streaming ? 'true' : 'false');
 }
 
-// The foot is rebuilt only when what it shows changed (the Copy button keeps its focus).
-function renderAssistantFoot(foot, m) {
-  const sig = JSON.stringify([m.status, m.usage, m.error, m.finish_reason, !!m.content]);
+// The foot is rebuilt only when what it shows changed (the Copy button keeps its focus). A
+// failure shows here once, with Retry when the reply can be asked for again; the token counts
+// sit in a Details popover, out of the way.
+function renderAssistantFoot(foot, m, onRetry) {
+  const sig = JSON.stringify([m.status, m.usage, m.error, m.finish_reason, !!m.content, !!onRetry]);
   if (foot.__sig === sig) return;
   foot.__sig = sig;
   const parts = [];
   if (m.status === 'cancelled') parts.push(el('span', { class: 'badge badge-warn', text: 'Stopped' }));
-  else if (m.status === 'error') parts.push(el('span', { class: 'badge badge-error', text: m.error ? `Error: ${m.error}` : 'Error' }));
-  else if (m.status === 'interrupted') parts.push(el('span', { class: 'badge badge-warn', text: 'Interrupted' }));
+  else if (m.status === 'error') {
+    parts.push(el('div', { class: 'msg-error', role: 'alert' },
+      icon('alert'), el('span', { class: 'msg-error-text', text: m.error ? `Error: ${m.error}` : 'Error' }),
+      retryButton(m, onRetry)));
+  } else if (m.status === 'interrupted') {
+    parts.push(el('span', { class: 'badge badge-warn', text: 'Interrupted' }), retryButton(m, onRetry));
+  }
   if (m.finish_reason === 'length') parts.push(el('span', { class: 'badge', text: 'Cut off at the length limit' }));
   if (m.status !== 'streaming') {
-    if (m.usage) parts.push(el('span', { class: 'usage', text: formatUsage(m.usage) }));
     if (m.content) {
       parts.push(el('button', {
         class: 'btn-link copy-msg', type: 'button', text: 'Copy',
         onclick: async (ev) => { const ok = await copyText(m.content); flash(ev.currentTarget, ok ? 'Copied' : 'Copy failed'); },
       }));
     }
+    if (m.usage) {
+      parts.push(el('details', { class: 'msg-details' },
+        el('summary', { class: 'btn-link', text: 'Details', title: 'Token counts' }),
+        el('div', { class: 'details-pop', role: 'note' }, el('span', { class: 'usage', text: formatUsage(m.usage) }))));
+    }
   }
   foot.replaceChildren(...parts);
 }
+
+const retryButton = (m, onRetry) => (onRetry
+  ? el('button', { class: 'btn btn-small btn-retry', type: 'button', text: 'Retry', onclick: () => onRetry(m) }) : null);
 
 function renderUserFoot(foot, m, onRetry) {
   const sig = JSON.stringify([m._optimistic, m._failed, m.created_at]);
@@ -116,8 +132,9 @@ function renderUserFoot(foot, m, onRetry) {
   foot.__sig = sig;
   const parts = [];
   if (m._failed) {
-    parts.push(el('span', { class: 'badge badge-error', text: `Not sent: ${m._failed}` }));
-    parts.push(el('button', { class: 'btn-link', type: 'button', text: 'Retry', onclick: () => onRetry(m) }));
+    parts.push(el('div', { class: 'msg-error', role: 'alert' }, icon('alert'),
+      el('span', { class: 'msg-error-text', text: `Not sent: ${m._failed}` }),
+      el('button', { class: 'btn btn-small btn-retry', type: 'button', text: 'Retry', onclick: () => onRetry(m) })));
   } else if (m._optimistic) parts.push(el('span', { class: 'muted', text: 'Sending…' }));
   else if (m.created_at) parts.push(el('time', { datetime: m.created_at, class: 'muted', text: clockTime(m.created_at) }));
   foot.replaceChildren(...parts);

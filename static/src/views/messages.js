@@ -16,7 +16,7 @@ const dom = new Map(); // message key -> <li> (open conversation only)
 const dirty = new Set(); // message keys to re-render on the next frame
 let renderScheduled = false;
 let typingRowEl = null;
-let handlers = { onRetry() {}, onNearTop() {} };
+let handlers = { onRetry() {}, onRetryReply() {}, onNearTop() {} };
 
 /** Whether the reader is at (or near) the newest message. */
 export function isNearBottom() {
@@ -94,7 +94,10 @@ export function moveMessage(from, to) {
 export function syncList(state, c) {
   if (c.key !== state.activeKey) return;
   const list = E.messageList;
-  const want = sortedMessages(c).map((m) => dom.get(idKey(m.id)) || render(state, m));
+  const sorted = sortedMessages(c);
+  // Retry on a failed reply depends on the replies after it: refresh those (a no-op when unchanged).
+  for (const m of sorted) if ((m.status === 'error' || m.status === 'interrupted') && dom.has(idKey(m.id))) render(state, m);
+  const want = sorted.map((m) => dom.get(idKey(m.id)) || render(state, m));
   if (awaitingReply(c)) {
     typingRowEl ||= buildTypingRow(state, c.key);
     want.push(typingRowEl);
@@ -130,15 +133,15 @@ export function renderMessagesPane(state) {
   E.messageList.replaceChildren();
   typingRowEl = null;
   const c = activeConv(state);
-  E.emptyState.hidden = !!c;
+  const missing = !c && state.missingKey !== null;
+  E.emptyState.hidden = !!c || missing;
+  E.missingState.hidden = !missing;
   E.historyStatus.textContent = '';
   if (c) {
     syncList(state, c);
     flushMessages(state);
     scrollToBottom(true);
     renderHistoryStatus(c);
-  } else {
-    E.emptyState.hidden = false;
   }
 }
 
@@ -148,9 +151,13 @@ export function clearMessages() {
   E.messageList.replaceChildren();
 }
 
-/** Wire the list: onRetry(message) for a failed send, onNearTop() when older messages may be needed. */
-export function bindMessages({ onRetry, onNearTop }) {
-  handlers = { onRetry, onNearTop };
+/**
+ * Wire the list: onRetry(message) resends a failed send, onRetryReply(message) asks again for a
+ * failed reply, onNearTop() when older messages may be needed, onNewChat() from "not found".
+ */
+export function bindMessages({ onRetry, onRetryReply, onNearTop, onNewChat }) {
+  handlers = { onRetry, onRetryReply, onNearTop };
+  E.missingNewChat.addEventListener('click', () => onNewChat());
   E.jumpBottom.append(icon('down'));
   E.jumpBottom.addEventListener('click', () => { scrollToBottom(true); focusComposer(); });
   E.messages.addEventListener('scroll', () => {
