@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
+import tornado.httpclient
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
@@ -65,18 +66,24 @@ class Chatter:
         self.replies: list[tuple[str, Follow, dict]] = []  # (client_msg_id, what was followed, message_added)
         self.failed_attempts = 0
         self.reconnects = 0
+        self.connect_failures: list[str] = []
 
     async def connect(self) -> None:
         """A socket through nginx, joined with since_seq (retried until a process takes it)."""
         while True:
             try:
-                ws = await ws_connect(self.cluster.nginx.ws_url, self.token)
+                # As the page does: give up on an attempt that hangs and try again (a connection
+                # nginx handed to a process in the instant it stopped listening may never be answered).
+                request = tornado.httpclient.HTTPRequest(self.cluster.nginx.ws_url, connect_timeout=2,
+                                                         request_timeout=2)
+                ws = await ws_connect(request, self.token)  # type: ignore[arg-type]
                 await ws.send({"type": "join_conversation", "data": {"conversation_id": self.cid,
                                                                       "since_seq": self.seq}})
                 self.ws = ws
                 return
-            except Exception:
+            except Exception as e:
                 self.reconnects += 1
+                self.connect_failures.append(type(e).__name__)
                 await asyncio.sleep(0.1)
 
     def _note_seq(self, frame: dict) -> None:
@@ -213,7 +220,7 @@ async def _follow_existing(chatter: Chatter, message_id, follow: Follow) -> tupl
     """Reconnect and follow an acked message's reply to its end."""
     t0 = time.monotonic()
     await chatter.connect()
-    follow.trace.append(("reconnected after", round(time.monotonic() - t0, 3)))
+    follow.trace.append(("reconnected after", round(time.monotonic() - t0, 3), chatter.connect_failures))
     follow.reconnects += 1
     ws = chatter.ws
     assert ws is not None
