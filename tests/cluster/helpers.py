@@ -6,9 +6,10 @@ import http.client
 import json
 import re
 import urllib.request
+import uuid
 from typing import Any
 
-from chatd.testing import WSClient, ws_connect
+from chatd.testing import WSClient, ahttp, ws_connect
 
 from .cluster import Cluster
 
@@ -66,3 +67,14 @@ def request_from(source_ip: str, port: int, method: str, path: str, body: Any = 
         return r.status, json.loads(raw) if raw else None
     finally:
         conn.close()
+
+
+async def user_with_conversation(cluster: Cluster, name: str) -> tuple[dict, str, dict]:
+    """A user registered through nginx, with a conversation."""
+    status, body = await ahttp("POST", f"{cluster.nginx.base}/api/v1/auth/register",
+                               body={"username": f"{name}-{uuid.uuid4().hex[:6]}", "password": "cluster-password"})
+    assert status == 201, body
+    token = body["access_token"]
+    status, conv = await ahttp("POST", f"{cluster.nginx.base}/api/v1/conversations", token, {"title": name})
+    assert status == 201, conv
+    return body["user"], token, conv["conversation"]

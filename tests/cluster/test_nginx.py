@@ -11,25 +11,13 @@ import uuid
 
 import pytest
 
-from chatd.testing import ahttp
-
 from .cluster import MAX_CONCURRENT_REPLIES, RATE_MESSAGES
 from .helpers import gauges, request_from, sockets_on_distinct_processes
+from .helpers import user_with_conversation as _user
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.usefixtures("ws_clients"), pytest.mark.asyncio]
 
 LONG = " ".join(f"w{i:03d}" for i in range(600))  # 2,399 characters: 600 tokens, about 3 s at 200 tokens/s
-
-
-async def _user(cluster, name: str) -> tuple[dict, str, dict]:
-    """A user registered through nginx, with a conversation."""
-    status, body = await ahttp("POST", f"{cluster.nginx.base}/api/v1/auth/register",
-                               body={"username": f"{name}-{uuid.uuid4().hex[:6]}", "password": "cluster-password"})
-    assert status == 201, body
-    token = body["access_token"]
-    status, conv = await ahttp("POST", f"{cluster.nginx.base}/api/v1/conversations", token, {"title": name})
-    assert status == 201, conv
-    return body["user"], token, conv["conversation"]
 
 
 async def _reply_frames(ws, timeout=20.0) -> list[dict]:
@@ -141,7 +129,7 @@ async def test_the_client_address_is_the_forwarded_one_only_behind_the_trusted_p
 
 async def test_a_redis_restarted_empty_mid_reply_still_refuses_a_duplicate_reply(cluster):
     # Last in the module: it empties the cluster's Redis.
-    import redis.asyncio as aioredis
+    import redis
 
     _, token, conv = await _user(cluster, "flushed")
     (a, _), (b, _) = await sockets_on_distinct_processes(cluster, token, 2)
@@ -151,11 +139,11 @@ async def test_a_redis_restarted_empty_mid_reply_still_refuses_a_duplicate_reply
                                                     "message_type": "user"}})
     start = await b.expect("stream_start", timeout=10)
     await b.expect("stream_content", timeout=10)
-    client = aioredis.Redis.from_url(cluster.redis_url)
-    try:
-        await client.flushall()  # as a Redis that restarted without persistence
-    finally:
-        await client.aclose()
+    def flush() -> None:  # as a Redis that restarted without persistence
+        with redis.Redis.from_url(cluster.redis_url) as client:
+            client.flushall()
+
+    await asyncio.to_thread(flush)
     await asyncio.sleep(1.5)  # more than one lease refresh (owner_lease_s / 3 = 0.67 s)
     await b.send({"type": "stream_response", "ref": "again", "data": {
         "conversation_id": conv["id"], "message_id": start["data"]["reply_to"], "assistant_id": "demo"}})

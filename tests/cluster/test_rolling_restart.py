@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ from tornado.websocket import WebSocketClosedError
 from chatd.testing import WSClient, ahttp, ws_connect
 
 from .cluster import running_cluster
-from .helpers import connect_through_nginx
+from .helpers import connect_through_nginx, user_with_conversation
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.usefixtures("ws_clients"), pytest.mark.asyncio]
 
@@ -160,13 +159,8 @@ class Chatter:
 
 
 async def _user(cluster, name: str) -> tuple[str, object]:
-    status, body = await ahttp("POST", f"{cluster.nginx.base}/api/v1/auth/register",
-                               body={"username": f"{name}-{uuid.uuid4().hex[:6]}", "password": "cluster-password"})
-    assert status == 201, body
-    token = body["access_token"]
-    status, conv = await ahttp("POST", f"{cluster.nginx.base}/api/v1/conversations", token, {"title": name})
-    assert status == 201, conv
-    return token, conv["conversation"]["id"]
+    _, token, conv = await user_with_conversation(cluster, name)
+    return token, conv["id"]
 
 
 @dataclass
