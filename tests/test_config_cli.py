@@ -99,9 +99,9 @@ def test_missing_config_file(tmp_path):
 
 # The command line.
 
-def test_cli_bad_setting_prints_one_line_and_exits_2(tmp_path):
+def test_cli_bad_setting_prints_one_line_and_exits_78(tmp_path):
     proc = run("token", "alice", "--data-dir", str(tmp_path), env=clean_env(CHATD_RATE_MESSAGES="-1"))
-    assert proc.returncode == 2
+    assert proc.returncode == 78  # sysexits EX_CONFIG
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("chatd: error:") and "rate_messages" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
@@ -111,7 +111,7 @@ def test_cli_serve_rejects_bad_config_before_binding(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text("max_frame_bytes = 0\n")
     proc = run("serve", "--config", str(cfg), "--data-dir", str(tmp_path), "--port", "0", timeout=30)
-    assert proc.returncode == 2
+    assert proc.returncode == 78
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "max_frame_bytes" in proc.stderr
 
 
@@ -122,10 +122,10 @@ def test_cli_user_create_and_token(tmp_path):
     assert "alice" in proc.stdout
     # The same name again is refused with a clear error.
     proc = run("user", "create", "alice", "--password-stdin", "--data-dir", data, stdin="correct horse\n")
-    assert proc.returncode == 2 and "taken" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "taken" in proc.stderr and "Traceback" not in proc.stderr
     # Too short a password.
     proc = run("user", "create", "bob", "--password-stdin", "--data-dir", data, stdin="short\n")
-    assert proc.returncode == 2 and "password" in proc.stderr
+    assert proc.returncode == 2 and "password" in proc.stderr  # a usage error
     proc = run("token", "alice", "--data-dir", data)
     assert proc.returncode == 0, proc.stderr
     token = proc.stdout.strip()
@@ -133,7 +133,7 @@ def test_cli_user_create_and_token(tmp_path):
     claims = jwt.decode(token, secret, algorithms=["HS256"])
     assert claims["exp"] > claims["iat"] and claims["sub"]
     proc = run("token", "nobody", "--data-dir", data)
-    assert proc.returncode == 2 and "nobody" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "nobody" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.asyncio
