@@ -13,7 +13,7 @@ from typing import Any
 import tornado.httpserver
 import tornado.web
 
-from chatd import extras, protocol, startup
+from chatd import context, extras, protocol, startup
 from chatd.aio import finished_within
 from chatd.auth import PasswordHasher, TokenService
 from chatd.bus import Bus
@@ -194,6 +194,7 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
     plugins = PluginRegistry(extra_plugins=extra_plugins, load_entry_points=load_entry_points)
     plugins.configure(settings.providers, settings.assistants, plugin_settings=settings.plugins,
                       max_message_chars=settings.max_message_chars)
+    context.prepare_tokenizers((a.id, a.model) for a in plugins.assistants.values())
     async with contextlib.AsyncExitStack() as opened:  # closes what was opened if a later step fails
         opened.push_async_callback(plugins.aclose)
         store = make_store(settings)

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(backup)
     backup.add_argument("path", help="the file to write")
     backup.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    fetch = sub.add_parser("fetch-tokenizers",
+                           help="download the tiktoken encodings of the configured OpenAI models (once per machine)")
+    _common(fetch)
     user = sub.add_parser("user", help="manage accounts")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     create = user_sub.add_parser("create", help="create an account")
@@ -138,9 +141,14 @@ def _mask(name: str, value: Any) -> Any:
 
 def effective_settings(settings: Settings) -> dict[str, Any]:
     """Every setting with its effective value, secrets masked."""
+    from chatd.web.static import page_dir
+
     out = {f.name: _mask(f.name, getattr(settings, f.name)) for f in dataclasses.fields(settings)}
     if not settings.sqlite_path:
         out["sqlite_path"] = settings.db_path
+    if not settings.jwt_secret and settings.jwt_algorithm.startswith("HS"):
+        out["jwt_secret_file"] = os.path.join(settings.data_dir, "jwt_secret")  # generated there
+    out["static_dir"] = page_dir(settings.static_dir) or ""
     return out
 
 
@@ -201,10 +209,40 @@ def backup(settings: Settings, path: str, force: bool) -> None:
     print(f"backed up {settings.db_path} to {result.path}: {result.size} bytes, {result.messages} messages")
 
 
+def fetch_tokenizers(settings: Settings) -> None:
+    """`chatd fetch-tokenizers`: download the encodings the configured assistants' models use."""
+    from chatd import context
+    from chatd.plugins import PluginRegistry
+
+    extras.require("tiktoken", "counting OpenAI models' tokens")
+    plugins = PluginRegistry()
+    plugins.configure(settings.providers, settings.assistants, plugin_settings=settings.plugins)
+    names = sorted({n for a in plugins.assistants.values() if (n := context.encoding_name(a.model))})
+    for name in names:
+        if context.is_cached(name):
+            print(f"{name}: already in {context.cache_dir()}")
+            continue
+        try:
+            context.fetch_tokenizer(name)
+        except Exception as e:
+            raise StartupError(f"could not download tokenizer {name}: {e}") from None
+        print(f"{name}: downloaded into {context.cache_dir()}")
+    if not names:
+        print("no configured assistant uses a model tiktoken knows: nothing to fetch")
+
+
+def use_tiktoken_cache(settings: Settings) -> None:
+    """Keep tiktoken's cache in the data dir (kept across restarts, unlike /tmp under PrivateTmp)."""
+    if not (os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")):
+        os.environ["TIKTOKEN_CACHE_DIR"] = os.path.join(settings.data_dir, "tiktoken")
+
+
 def _run(args: argparse.Namespace) -> None:
-    settings = _settings(args)
     for warning in unknown_env_warnings(os.environ):
         print(f"chatd: warning: {warning}", file=sys.stderr)
+    settings = _settings(args)
+    if args.command in ("serve", "fetch-tokenizers"):
+        use_tiktoken_cache(settings)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)  # it logs every statement at DEBUG
@@ -214,6 +252,8 @@ def _run(args: argparse.Namespace) -> None:
         asyncio.run(serve_forever(preflight(settings)))
     elif args.command == "check-config":
         check_config(settings, args.json)
+    elif args.command == "fetch-tokenizers":
+        fetch_tokenizers(settings)
     elif args.command == "backup":
         backup(settings, args.path, args.force)
     elif args.command == "user":

@@ -40,4 +40,4 @@ def require(module: str, needed_by: str) -> ModuleType:
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] != module.split(".")[0]:
             raise
-        raise ConfigError(missing_message(module, needed_by)) from None
+        raise ConfigError(missing_message(module.split(".")[0], needed_by)) from None
