@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.metadata
 import logging
 import os
@@ -151,7 +152,13 @@ class PluginRegistry:
                 raise ConfigError(f"provider {name!r}: unknown type {type_name!r} (installed: {known})")
             self.providers[name] = factory(table)
             self.provider_type_of[name] = type_name
+        required = [f.name for f in dataclasses.fields(Assistant)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         for spec in assistants:
+            missing = [key for key in required if key not in spec]
+            if missing:
+                raise ConfigError(f"assistant {spec.get('id')!r}: missing {', '.join(missing)} "
+                                  f"(every [[assistants]] entry needs {', '.join(required)})")
             try:
                 a = Assistant(**{k: v for k, v in spec.items() if k in Assistant.__dataclass_fields__})
             except TypeError as e:
