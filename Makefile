@@ -24,6 +24,8 @@ browser:
 
 services:
 	bash scripts/ensure_redis.sh
+	bash scripts/ensure_postgres.sh
+	bash scripts/ensure_nginx.sh
 
 run: setup
 	$(BIN)/chatd serve $(ARGS)

@@ -30,7 +30,8 @@ from chatd.replies.manager import ReplyManager
 from chatd.store import Store
 from chatd.titles import Titler
 from chatd.web import api, health, static, ws
-from chatd.web.base import NotFoundHandler
+from chatd.web.addresses import parse_networks
+from chatd.web.base import NotFoundHandler, log_request
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +47,12 @@ def api_body_limit(settings: Settings) -> int:
     return max(settings.max_frame_bytes, 1 << 20)
 
 
-#: The Python driver each non-embedded store needs (its extra is in chatd.extras).
-STORE_DRIVERS = {"mongo": "pymongo", "mongodb": "pymongo", "postgres": "asyncpg", "postgresql": "asyncpg"}
-
-
 def make_store(settings: Settings) -> Store:
     """The configured store back-end."""
-    if settings.store == "sqlite":
-        from chatd.store.sqlite import SQLiteStore
+    from chatd.store.urls import open_store
 
-        return SQLiteStore(settings.db_path)
-    driver = STORE_DRIVERS.get(settings.store)
-    if driver:
-        extras.require(driver, f"store = {settings.store!r}")
-    raise ConfigError(f"store {settings.store!r} is not available in this build")
+    url = settings.db_path if settings.store == "sqlite" else settings.store_url
+    return open_store(settings.store, url, pool_size=settings.store_pool_size)
 
 
 def make_redis(settings: Settings) -> Any:
@@ -140,15 +133,26 @@ class ChatdServer:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self) -> None:
-        """Graceful shutdown: stop accepting, finish or interrupt replies, close sockets with 1001."""
+        """Graceful shutdown: stop accepting, finish or interrupt replies, close sockets with 1001.
+
+        The sockets close first when in-flight replies are shared (`inflight = "redis"`), last otherwise.
+        """
         if self.replies.closing:
             await self.stopped.wait()
             return
-        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        replies: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("replies", self.replies.close),
             ("titles", self.titler.close),
+        ]
+        sockets: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("last frames", lambda: self.connections.flush_all(1.0)),  # before the close frames
             ("sockets", self._close_sockets),
+        ]
+        # With in-flight replies shared through Redis, a client can follow a running reply from
+        # any process: close the sockets at once (clients reconnect elsewhere and rejoin) while the
+        # replies finish here. Without it, the sockets stay open until the replies are done.
+        handoff = self.settings.inflight == "redis"
+        steps = (sockets + replies if handoff else replies + sockets) + [
             ("http", self._close_http),
             ("bus", self.bus.close),
             ("limiter", self.limiter.close),
@@ -237,6 +241,8 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
         "passwords": PasswordHasher(),
         "metrics": metrics,
         "sockets": set(),
+        "trusted_proxies": parse_networks(settings.trusted_proxies),
+        "log_function": log_request,
         "websocket_max_message_size": settings.max_frame_bytes,
         "websocket_ping_interval": settings.heartbeat_interval_s or None,
         "websocket_ping_timeout": settings.heartbeat_timeout_s or None,

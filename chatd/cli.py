@@ -22,7 +22,7 @@ from chatd import __version__, extras
 from chatd.config import SECRET_SETTINGS, Settings, load_settings, unknown_env_warnings
 from chatd.errors import AuthError, ChatdError, ConfigError, NotFound
 from chatd.models import User
-from chatd.startup import EX_CONFIG, EX_FAILURE, StartupError, preflight, resolve_files
+from chatd.startup import EX_CONFIG, EX_FAILURE, StartupError, preflight, redact_url, resolve_files
 
 EX_USAGE = 2
 MIN_PASSWORD = 8
@@ -136,6 +136,8 @@ def _mask(name: str, value: Any) -> Any:
     secret = name in SECRET_SETTINGS or any(word in name.lower() for word in SECRET_KEY_WORDS)
     if secret and isinstance(value, str) and value and not name.endswith(("_env", "_file")):
         return "***"
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)  # store_url, redis_url: no password
     return value
 
 
@@ -179,17 +181,14 @@ def to_toml(values: dict[str, Any]) -> str:
 
 def check_config(settings: Settings, as_json: bool) -> None:
     """Validate everything that can be without serving (files, directories, plugins, extras) and print."""
-    from chatd.app import STORE_DRIVERS, make_store
+    from chatd.app import make_store
     from chatd.plugins import PluginRegistry
 
     preflight(settings)
     plugins = PluginRegistry()
     plugins.configure(settings.providers, settings.assistants, plugin_settings=settings.plugins,
                       max_message_chars=settings.max_message_chars)
-    if settings.store == "sqlite":
-        make_store(settings)
-    elif settings.store in STORE_DRIVERS:
-        extras.require(STORE_DRIVERS[settings.store], f"store = {settings.store!r}")
+    make_store(settings)  # a missing driver (extra) is a ConfigError naming the pip install
     users = [name for name in ("bus", "limiter", "inflight") if getattr(settings, name) == "redis"]
     if users:
         extras.require("redis.asyncio", " and ".join(f'{name} = "redis"' for name in users))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from chatd.errors import ConfigError
+from chatd.web.addresses import parse_networks
 
 ENV_PREFIX = "CHATD_"
 #: CHATD_* variables that are not settings: the config file's path, and the test suite's knobs.
@@ -27,6 +28,10 @@ def default_data_dir() -> str:
     return os.path.join(base, "chatd")
 
 
+#: The store back-ends `store` may name.
+STORES = ("sqlite", "postgres", "mongodb")
+
+
 @dataclass
 class Settings:
     """Every chatd setting, validated once at start-up."""
@@ -37,8 +42,10 @@ class Settings:
     log_level: str = "INFO"
 
     # Store, bus, limiter back-ends.
-    store: str = "sqlite"
+    store: str = "sqlite"  # "sqlite" (embedded), "postgres" or "mongodb"
     sqlite_path: str = ""  # default: <data_dir>/chatd.sqlite3
+    store_url: str = ""  # postgresql://user@host/db or mongodb://host/db (sqlite:///path also names a SQLite file)
+    store_pool_size: int = 10  # connections to the database server per process
     bus: str = "local"
     limiter: str = "local"
     inflight: str = "local"  # where replies being generated are kept: "redis" shares them with every process
@@ -60,6 +67,8 @@ class Settings:
     token_ttl_s: int = 86400
     registration_enabled: bool = True
     allowed_origins: list[str] = field(default_factory=list)  # empty: same host only
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For / X-Real-IP are believed.
+    trusted_proxies: list[str] = field(default_factory=list)
     auth_timeout_s: float = 10.0
     metrics_require_token: bool = False
 
@@ -94,6 +103,8 @@ class Settings:
     @property
     def db_path(self) -> str:
         """The SQLite file."""
+        if self.store_url.startswith("sqlite:///") and not self.sqlite_path:
+            return self.store_url.removeprefix("sqlite:///")
         return self.sqlite_path or os.path.join(self.data_dir, "chatd.sqlite3")
 
     def validate(self) -> Settings:
@@ -103,7 +114,13 @@ class Settings:
                 raise ConfigError(f"invalid setting {name}={getattr(self, name)!r}: {what}")
 
         need(0 <= self.port < 65536, "port", "must be a whole number 0–65535 (0 picks a free port)")
-        need(self.store in ("sqlite", "mongo"), "store", "must be 'sqlite' or 'mongo'")
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as e:
+            raise ConfigError(f"invalid setting trusted_proxies={self.trusted_proxies!r}: {e}") from None
+        need(self.store in STORES, "store", "must be 'sqlite', 'postgres' or 'mongodb'")
+        need(self.store == "sqlite" or bool(self.store_url), "store_url",
+             f"is needed with store = {self.store!r} (e.g. postgresql://user@host/db or mongodb://host/db)")
         need(self.bus in ("local", "redis"), "bus", "must be 'local' or 'redis'")
         need(self.limiter in ("local", "redis"), "limiter", "must be 'local' or 'redis'")
         need(self.inflight in ("local", "redis"), "inflight", "must be 'local' or 'redis'")
@@ -125,7 +142,7 @@ class Settings:
                      "rate_messages", "rate_window_s", "max_concurrent_replies", "rate_auth_attempts",
                      "rate_auth_window_s", "max_frames_per_second", "outbound_queue_bytes", "checkpoint_interval_s",
                      "coalesce_max_chars", "history_messages", "owner_lease_s", "redis_pool_size",
-                     "redis_timeout_s"):
+                     "redis_timeout_s", "store_pool_size"):
             need(getattr(self, name) > 0, name, f"must be {_expected(name)}")
         for name in ("heartbeat_interval_s", "heartbeat_timeout_s", "coalesce_ms", "shutdown_grace_s"):
             need(getattr(self, name) >= 0, name, f"must be {_expected(name)}")

@@ -112,6 +112,13 @@ class BusUnavailable(ChatdError):
     http_status = 503
 
 
+class StoreUnavailable(ChatdError):
+    """The database server could not be reached; nothing was written. The protocol names no code of its own."""
+
+    code = "INTERNAL_ERROR"
+    http_status = 503
+
+
 class Filtered(ChatdError):
     """A message filter plugin refused the content."""
 

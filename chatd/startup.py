@@ -147,7 +147,7 @@ async def open_store(store: Any, settings: Settings) -> None:
     except (ConfigError, StartupError):
         raise
     except Exception as e:
-        setting = "sqlite_path / data_dir" if settings.store == "sqlite" else "store"
+        setting = "sqlite_path / data_dir" if settings.store == "sqlite" else "store_url"
         raise StartupError(f"cannot open the {settings.store} store ({setting}): {describe(e)}") from None
 
 
@@ -161,8 +161,12 @@ def redact_url(url: str) -> str:
     """A URL without its password."""
     from urllib.parse import urlsplit, urlunsplit
 
-    parts = urlsplit(url)
-    if parts.password:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password:
         netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         return urlunsplit(parts._replace(netloc=netloc))
     return url

@@ -193,13 +193,14 @@ def test_check_config_prints_effective_settings_with_secrets_masked(tmp_path):
                    '[providers.local]\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\napi_key = "sk-live-123"\n'
                    '[[assistants]]\nid = "llama"\nname = "Llama"\nprovider = "local"\nmodel = "llama3"\n')
     proc = run("check-config", "--config", str(cfg), "--data-dir", str(tmp_path / "d"),
-               env=clean_env(CHATD_RATE_MESSAGES="7"))
+               env=clean_env(CHATD_RATE_MESSAGES="7", CHATD_REDIS_URL="redis://:hunter2@127.0.0.1:6379/0"))
     assert proc.returncode == 0, proc.stderr
-    assert "k" * 40 not in proc.stdout and "sk-live-123" not in proc.stdout
+    assert "k" * 40 not in proc.stdout and "sk-live-123" not in proc.stdout and "hunter2" not in proc.stdout
     printed = tomllib.loads(proc.stdout)  # what it prints is a valid config file
     assert printed["port"] == 9123 and printed["rate_messages"] == 7  # file and environment both applied
     assert printed["jwt_secret"] == "***" and printed["providers"]["local"]["api_key"] == "***"
     assert printed["providers"]["local"]["base_url"] == "http://127.0.0.1:1/v1"
+    assert printed["redis_url"] == "redis://:***@127.0.0.1:6379/0"  # a URL's password is masked too
     assert printed["sqlite_path"] == str(tmp_path / "d" / "chatd.sqlite3")
     assert "configuration OK" in proc.stderr and "llama" in proc.stderr
     as_json = run("check-config", "--json", "--config", str(cfg), "--data-dir", str(tmp_path / "d"))

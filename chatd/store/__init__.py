@@ -7,6 +7,21 @@ from typing import NamedTuple
 
 from chatd.models import Conversation, Id, Message, Usage, User
 
+#: The largest key a 64-bit integer column holds (SQLite INTEGER, PostgreSQL BIGINT).
+INT_KEY_MAX = (1 << 63) - 1
+
+
+def int_key(value: object) -> int | None:
+    """An id as an integer-keyed store's key; None when it cannot name a row (a string, ≤ 0, beyond 64 bits)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= INT_KEY_MAX:
+        return None
+    return value
+
+
+def seq_bound(value: int) -> int:
+    """A seq bound from a client, clamped into the 64-bit range (every stored seq lies inside it)."""
+    return max(-1, min(value, INT_KEY_MAX))
+
 
 def utcnow() -> str:
     """Now as ISO 8601 UTC with milliseconds and a Z (sortable as text)."""
@@ -42,6 +57,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> bool:
         """Whether the store answers (for /readyz)."""
+
+    @abc.abstractmethod
+    async def migrations_applied(self) -> list[int]:
+        """The schema versions recorded as applied, in order (each migration runs once)."""
 
     # Users.
     @abc.abstractmethod

@@ -12,7 +12,7 @@ import msgspec
 
 from chatd.errors import Conflict, NotFound
 from chatd.models import Conversation, Id, Message, Usage, User
-from chatd.store import Store, StoredEvent, StoredMessage, utcnow
+from chatd.store import Store, StoredEvent, StoredMessage, int_key, seq_bound, utcnow
 
 MIGRATIONS: list[str] = [
     # 1: the first schema; seq and client_msg_id are there from the start (PROTOCOL.md §6).
@@ -234,6 +234,10 @@ class SQLiteStore(Store):
                     db.execute(statement)
             db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
+    async def migrations_applied(self) -> list[int]:
+        """The schema versions recorded, in order."""
+        return await self._read(lambda db: [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY 1")])
+
     # Users.
     async def create_user(self, username: str, password_hash: str | None, roles: list[str] | None = None) -> User:
         """Insert a user; Conflict if the name is taken."""
@@ -258,7 +262,7 @@ class SQLiteStore(Store):
 
     async def get_user(self, user_id: Id) -> User | None:
         """Look a user up by id."""
-        if not isinstance(user_id, int):
+        if int_key(user_id) is None:
             return None
         row = await self._read(lambda db: db.execute("SELECT id, username, roles FROM users WHERE id = ?",
                                                      (user_id,)).fetchone())
@@ -289,20 +293,20 @@ class SQLiteStore(Store):
 
     async def get_conversation(self, conversation_id: Id) -> Conversation | None:
         """Read a conversation (deleted ones too)."""
-        if not isinstance(conversation_id, int):
+        if int_key(conversation_id) is None:
             return None
         return await self._read(lambda db: _read_conversation(db, conversation_id))
 
     async def member_conversation(self, conversation_id: Id, user_id: Id) -> Conversation | None:
         """The conversation when the user is one of its members."""
-        if not isinstance(conversation_id, int):
+        if int_key(conversation_id) is None:
             return None
         conv = await self._read(lambda db: _read_conversation(db, conversation_id))
         return conv if conv is not None and user_id in conv.member_ids else None
 
     async def is_member(self, conversation_id: Id, user_id: Id) -> bool:
         """Membership check by primary key."""
-        if not isinstance(conversation_id, int):
+        if int_key(conversation_id) is None or int_key(user_id) is None:
             return False
         row = await self._read(lambda db: db.execute(
             "SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?", (conversation_id, user_id)).fetchone())
@@ -311,6 +315,10 @@ class SQLiteStore(Store):
     async def list_conversations(self, user_id: Id, limit: int, before: str | None,
                                  before_id: Id | None = None) -> list[Conversation]:
         """Newest first by (updated_at, id), paged by the `before` (and `before_id`) cursor; three reads."""
+        if int_key(user_id) is None:
+            return []
+        if before_id is not None and int_key(before_id) is None:
+            before_id = None
         sql = (f"SELECT {', '.join('c.' + c for c in _CONV_COLS.split(', '))} FROM conversations c "
                "JOIN members m ON m.conversation_id = c.id WHERE m.user_id = ? AND c.deleted = 0")
         args: list[Any] = [user_id]
@@ -348,6 +356,8 @@ class SQLiteStore(Store):
                                   assistant_id: str | None = None,
                                   add_member_ids: list[Id] | None = None) -> Conversation:
         """Rename / change assistant / add members as one seq'd change."""
+        if int_key(conversation_id) is None:
+            raise NotFound("Conversation not found")
         def change(db: sqlite3.Connection) -> Conversation:
             if title is not None:
                 db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
@@ -365,6 +375,8 @@ class SQLiteStore(Store):
 
     async def delete_conversation(self, conversation_id: Id) -> Conversation:
         """Soft-delete (members keep seeing NOT_FOUND rather than FORBIDDEN)."""
+        if int_key(conversation_id) is None:
+            raise NotFound("Conversation not found")
         def delete(db: sqlite3.Connection) -> Conversation:
             db.execute("UPDATE conversations SET deleted = 1 WHERE id = ?", (conversation_id,))
             return _record_change(db, conversation_id)
@@ -374,11 +386,15 @@ class SQLiteStore(Store):
     # Messages.
     async def find_by_client_msg_id(self, conversation_id: Id, client_msg_id: str) -> Message | None:
         """The earlier message with this client_msg_id."""
+        if int_key(conversation_id) is None:
+            return None
         return await self._read(lambda db: _message_by_client_id(db, conversation_id, client_msg_id))
 
     async def add_message(self, conversation_id: Id, sender_id: Id | None, content: str, message_type: str,
                           client_msg_id: str | None = None) -> StoredMessage:
         """Insert with the next seq; the unique index turns a resend into the original."""
+        if int_key(conversation_id) is None:
+            raise NotFound("Conversation not found")
         def insert(db: sqlite3.Connection) -> StoredMessage:
             if client_msg_id is not None:
                 earlier = _message_by_client_id(db, conversation_id, client_msg_id)
@@ -399,7 +415,7 @@ class SQLiteStore(Store):
 
     async def get_message(self, message_id: Id) -> Message | None:
         """One message by id."""
-        if not isinstance(message_id, int):
+        if int_key(message_id) is None:
             return None
         row = await self._read(lambda db: db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?",
                                                      (message_id,)).fetchone())
@@ -453,6 +469,11 @@ class SQLiteStore(Store):
     async def list_messages(self, conversation_id: Id, limit: int, before_seq: int | None,
                             after_seq: int | None) -> list[Message]:
         """Newest `limit` in the window, oldest first; in-flight replies follow when no before_seq."""
+        before_seq = None if before_seq is None else seq_bound(before_seq)
+        after_seq = None if after_seq is None else seq_bound(after_seq)
+        limit = seq_bound(limit)
+        if int_key(conversation_id) is None:
+            return []
         sql = f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? AND seq IS NOT NULL"
         args: list[Any] = [conversation_id]
         if before_seq is not None:
@@ -483,6 +504,9 @@ class SQLiteStore(Store):
 
     async def events_since(self, conversation_id: Id, since_seq: int) -> list[StoredEvent]:
         """Messages and conversation changes with seq > since_seq, merged in seq order."""
+        since_seq = seq_bound(since_seq)
+        if int_key(conversation_id) is None:
+            return []
         # Both tables in one read transaction: a commit between them could otherwise yield change
         # N+1 without message N, and the replay would skip N for good.
         def read(db: sqlite3.Connection) -> tuple[list, list]:

@@ -26,6 +26,15 @@ MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 #: The Redis the tests use (scripts/ensure_redis.sh starts one on 127.0.0.1:6379 when none runs).
 REDIS_URL = os.environ.get("CHATD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
+#: The PostgreSQL server tests create their databases on (trust auth); CHATD_TEST_POSTGRES_URL overrides it.
+POSTGRES_ADMIN_URL = os.environ.get("CHATD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_url(database: str) -> str:
+    """The admin URL with another database name."""
+    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
+    return f"{base}/{database}"
+
 
 async def delete_prefix(client: Any, prefix: str) -> None:
     """Delete every Redis key under a test's prefix."""

@@ -16,7 +16,7 @@ MIN_PASSWORD = 8
 
 def parse_id(text: str) -> Id:
     """A path id: an integer when it looks like one, else the opaque string."""
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isascii() and text.isdigit() else text  # "²".isdigit() is true
 
 
 class _AccountHandler(ApiHandler):
@@ -25,7 +25,7 @@ class _AccountHandler(ApiHandler):
     async def credentials(self) -> tuple[str, str]:
         """The username and password of the body, after the per-address attempt limit."""
         cfg = self.config
-        retry = await self.settings["limiter"].hit(f"auth:{self.request.remote_ip}", cfg.rate_auth_attempts,
+        retry = await self.settings["limiter"].hit(f"auth:{self.client_ip}", cfg.rate_auth_attempts,
                                                    cfg.rate_auth_window_s)
         if retry is not None:
             raise RateLimited("Too many sign-in attempts; try again later", retry_after=retry)

@@ -6,6 +6,7 @@ import logging
 from typing import Any, overload
 
 import msgspec
+import tornado.httputil
 import tornado.web
 
 from chatd.auth import PasswordHasher, Principal, TokenService
@@ -15,6 +16,7 @@ from chatd.errors import AuthError, ChatdError, InvalidJSON, InvalidMessage, Mes
 from chatd.metrics import Metrics
 from chatd.plugins import PluginRegistry
 from chatd.store import Store
+from chatd.web.addresses import client_address
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,12 @@ class Services:
     """Typed access to the services kept in the Tornado application settings."""
 
     settings: dict
+    request: tornado.httputil.HTTPServerRequest
+
+    @property
+    def client_ip(self) -> str:
+        """The client's address: the peer's, or the forwarded one when the peer is a trusted proxy."""
+        return client_address(self.request, self.settings["trusted_proxies"])
 
     @property
     def config(self) -> Settings:
@@ -176,3 +184,13 @@ class NotFoundHandler(ApiHandler):
     def prepare(self) -> None:  # type: ignore[override]
         """Every method: 404."""
         raise tornado.web.HTTPError(404, "No such endpoint")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """The access log line, with the client's own address behind a trusted proxy (never the query string)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    request = handler.request
+    client = client_address(request, handler.settings["trusted_proxies"])
+    logging.getLogger("tornado.access").log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path,
+                                            client, 1000.0 * request.request_time())

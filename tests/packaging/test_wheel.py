@@ -150,7 +150,8 @@ def test_installed_wheel_serves_the_page_that_chromium_drives(served, new_tab):
      'model = "claude-sonnet-4-5"\n', {}, "pip install 'chatd[anthropic]'"),
     ("", {"CHATD_BUS": "redis"}, "bus = \"redis\" needs the Python package 'redis', which is not installed: "
                                   "pip install 'chatd[redis]'"),
-    ("", {"CHATD_STORE": "mongo"}, "pip install 'chatd[mongodb]'"),
+    ("", {"CHATD_STORE": "postgres", "CHATD_STORE_URL": "postgresql://postgres@127.0.0.1/chatd"},
+     "pip install 'chatd[postgres]'"),
 ])
 def test_a_configured_backend_without_its_extra_stops_start_up_with_the_pip_line(core_venv, tmp_path, config,
                                                                                   env, line):
