@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -10,10 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tornado.httpserver
-import tornado.netutil
 import tornado.web
 
-from chatd import protocol
+from chatd import context, extras, protocol, startup
 from chatd.aio import finished_within
 from chatd.auth import PasswordHasher, TokenService
 from chatd.bus import Bus
@@ -57,9 +57,10 @@ def make_store(settings: Settings) -> Store:
 
 def make_redis(settings: Settings) -> Any:
     """The process's one `redis.asyncio` client (None unless the bus, the limiter or in-flight replies use Redis)."""
-    if "redis" not in (settings.bus, settings.limiter, settings.inflight):
+    users = [name for name in ("bus", "limiter", "inflight") if getattr(settings, name) == "redis"]
+    if not users:
         return None
-    import redis.asyncio as aioredis
+    aioredis: Any = extras.require("redis.asyncio", " and ".join(f'{name} = "redis"' for name in users))
 
     # A blocking pool: a command that finds every connection busy waits for one (up to
     # redis_timeout_s) instead of failing at once, which under load used to drop events.
@@ -198,13 +199,23 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
     plugins.configure(settings.providers, settings.assistants, plugin_settings=settings.plugins,
                       max_message_chars=settings.max_message_chars)
     await plugins.discover()  # a server that cannot be asked logs one line and keeps the configured models
-    store = make_store(settings)
-    await store.open()
-    redis_client = make_redis(settings)
-    bus = make_bus(settings, redis_client)
-    await bus.start()
-    limiter = make_limiter(settings, redis_client)
-    await limiter.start()
+    context.prepare_tokenizers((a.id, a.model) for a in plugins.assistants.values())
+    async with contextlib.AsyncExitStack() as opened:  # closes what was opened if a later step fails
+        opened.push_async_callback(plugins.aclose)
+        store = make_store(settings)
+        await startup.open_store(store, settings)
+        opened.push_async_callback(store.close)
+        redis_client = make_redis(settings)
+        if redis_client is not None:
+            opened.push_async_callback(redis_client.aclose)
+            await startup.check_redis(redis_client, settings)
+        bus = make_bus(settings, redis_client)
+        await bus.start()
+        opened.push_async_callback(bus.close)
+        limiter = make_limiter(settings, redis_client)
+        await limiter.start()
+        opened.push_async_callback(limiter.close)
+        opened.pop_all()
     metrics = Metrics()
     inflight = make_inflight(settings, bus, redis_client)
     replies = ReplyManager(settings, store, bus, limiter, plugins, inflight, metrics, make_owner_id())
@@ -249,12 +260,18 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
 
 async def start_server(settings: Settings, **kw: Any) -> ChatdServer:
     """Build and listen on settings.host:settings.port (port 0 picks a free one)."""
-    server = await build_server(settings, **kw)
+    # Bind first: a port in use or a bad host fails before anything is opened (nothing left to close).
+    sockets = startup.bind(settings)
+    try:
+        server = await build_server(settings, **kw)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     # The hard cap of the HTTP layer sits above the API's own limit (ApiHandler.prepare), so a
     # too-large JSON body gets a JSON 413 rather than Tornado's bare 400.
     http = tornado.httpserver.HTTPServer(server.app, xheaders=False,
                                          max_body_size=HARD_BODY_CAP_FACTOR * api_body_limit(settings))
-    sockets = tornado.netutil.bind_sockets(settings.port, address=settings.host)
     http.add_sockets(sockets)
     server.http = http
     server.port = sockets[0].getsockname()[1]

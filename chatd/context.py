@@ -1,19 +1,24 @@
 """The history a provider sees: system prompt first, trimmed to the assistant's context budget.
 
 Token counting: for a model tiktoken knows (OpenAI's, e.g. `gpt-4o` → `o200k_base`), the
-real tokenizer counts, plus OpenAI's per-message overhead of 4 tokens. tiktoken downloads
-its encoding files on first use and caches them (`TIKTOKEN_CACHE_DIR`); chatd never makes
-a reply wait for that: the first use starts a background load and counts with the
-estimate until the encoding is ready, and an encoding that cannot be loaded (offline
-machine, empty cache) is not tried again. For other models (Claude, local models) the
-documented estimate is one token per four characters, rounded up — close for English
-prose, low for code and for languages without spaces, so budgets should leave margin.
+real tokenizer counts, plus OpenAI's per-message overhead of 4 tokens — when tiktoken (the
+`openai` extra) is installed and the encoding file is in tiktoken's cache
+(`TIKTOKEN_CACHE_DIR`; `chatd serve` defaults it to `<data_dir>/tiktoken`). The server never
+downloads an encoding: `chatd fetch-tokenizers` does, once per machine. At start-up
+(`prepare_tokenizers`) a cached encoding loads in the background (counting by estimate until
+it is ready), and an assistant whose encoding is not cached is named once in the log, with
+the estimate used for it. For other models (Claude, local models) the documented estimate
+is one token per four characters, rounded up — close for English prose, low for code and
+for languages without spaces, so budgets should leave margin.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from chatd.models import Message
@@ -23,6 +28,12 @@ log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 4  # a documented estimate when no tokenizer is known for the model
 MESSAGE_OVERHEAD = 4  # role and separators per message (OpenAI's chat format spends 3 to 4)
+
+#: Where tiktoken fetches each encoding chatd can find in its cache (the cache key is the URL's SHA-1).
+ENCODING_URLS = {name: f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+                 for name in ("o200k_base", "cl100k_base", "p50k_base", "r50k_base")}
+ENCODING_URLS["p50k_edit"] = ENCODING_URLS["p50k_base"]
+ENCODING_URLS["o200k_harmony"] = ENCODING_URLS["o200k_base"]
 
 _lock = threading.Lock()
 _encodings: dict[str, Any] = {}  # encoding name -> tiktoken.Encoding, or None when it can't be loaded
@@ -46,6 +57,46 @@ def encoding_name(model: str) -> str | None:
         return None
 
 
+def cache_dir() -> str:
+    """tiktoken's cache directory, as tiktoken itself picks it."""
+    return (os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+            or os.path.join(tempfile.gettempdir(), "data-gym-cache"))
+
+
+def is_cached(name: str) -> bool:
+    """Whether tiktoken can load this encoding from its cache, without the network."""
+    url = ENCODING_URLS.get(name)
+    return url is not None and os.path.isfile(os.path.join(cache_dir(), hashlib.sha1(url.encode()).hexdigest()))
+
+
+def prepare_tokenizers(models: Iterable[tuple[str, str]]) -> list[str]:
+    """At start-up, for (assistant id, model) pairs: load cached encodings, say once which use the estimate.
+
+    Returns the ids of the assistants counted by estimate although tiktoken knows their model.
+    """
+    uncached: dict[str, list[str]] = {}
+    for assistant_id, model in models:
+        name = encoding_name(model)
+        if name is None:
+            continue
+        if is_cached(name):
+            load_encoding(name)
+        else:
+            uncached.setdefault(name, []).append(assistant_id)
+    for name, ids in uncached.items():
+        log.info("tokenizer %s is not in tiktoken's cache (%s): token budgets of %s use the estimate "
+                 "(1 token per %d characters); run `chatd fetch-tokenizers` once to count exactly",
+                 name, cache_dir(), ", ".join(ids), CHARS_PER_TOKEN)
+    return [i for ids in uncached.values() for i in ids]
+
+
+def fetch_tokenizer(name: str) -> None:
+    """Download an encoding into tiktoken's cache (the only place chatd lets tiktoken use the network)."""
+    import tiktoken
+
+    tiktoken.get_encoding(name)
+
+
 def _load(name: str) -> None:
     try:
         import tiktoken
@@ -66,10 +117,16 @@ def register_encoding(name: str, encoding: Any) -> None:
 
 
 def load_encoding(name: str, wait: bool = False) -> Any:
-    """The encoding if loaded; otherwise start loading it in the background (or wait with `wait`)."""
+    """The encoding if loaded; else, when it is cached, start loading it in the background (or wait).
+
+    An encoding missing from the cache is never downloaded here: it counts by estimate.
+    """
     with _lock:
         if name in _encodings:
             return _encodings[name]
+        if not is_cached(name):
+            _encodings[name] = None
+            return None
         start = name not in _loading
         _loading.add(name)
     if wait:

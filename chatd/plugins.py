@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import importlib.metadata
 import logging
 import os
 from collections.abc import Mapping
@@ -10,7 +12,7 @@ from typing import Any
 
 import pluggy
 
-from chatd import hookspecs
+from chatd import extras, hookspecs
 from chatd.builtin_filters import BuiltinFilters
 from chatd.discovery import Catalog, Listing, Source
 from chatd.errors import AssistantNotFound, ConfigError
@@ -45,6 +47,8 @@ class PluginRegistry:
         self.provider_type_of: dict[str, str] = {}
         self.assistants: dict[str, Assistant] = {}
         self.catalog = Catalog(self.assistants, [], self.providers)
+        #: Entry-point plugins that could not load for a missing optional package: name -> install hint.
+        self.unavailable: dict[str, str] = {}
 
     def load(self) -> None:
         """Load built-in, entry-point and extra plugins and collect their provider types (idempotent)."""
@@ -53,10 +57,27 @@ class PluginRegistry:
         self._loaded = True
         self.pm.register(self._builtin, name="chatd.builtin_filters")
         if self._load_entry_points:
-            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            self._load_entry_point_plugins()
         for plugin in self._extra:
             self.pm.register(plugin)
         self.pm.hook.register_providers(register=self._register_provider)
+
+    def _load_entry_point_plugins(self) -> None:
+        """Like pluggy's load_setuptools_entrypoints, but a plugin whose optional package (an extra) is
+        missing is skipped and remembered, so the core install runs without openai or anthropic."""
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except ModuleNotFoundError as e:
+                hint = extras.install_hint(e.name)
+                if hint is None:
+                    raise ConfigError(f"plugin {ep.name!r} ({ep.value}) cannot be imported: {e}") from None
+                self.unavailable[ep.name] = hint
+                log.debug("plugin %s not loaded: %s is not installed (%s)", ep.name, e.name, hint)
+                continue
+            self.pm.register(plugin, name=ep.name)
 
     def _load_filters(self) -> None:
         """Collect the filters plugins register for the configured `[plugins.*]` tables (once)."""
@@ -107,6 +128,12 @@ class PluginRegistry:
         assistants = [dict(a) for a in assistants]
         if not assistants:
             env = dict(os.environ if environ is None else environ)
+            for name, hint in self.unavailable.items():
+                for var in extras.PLUGIN_ENV.get(name, ()):
+                    if env.get(var):
+                        log.warning("%s is set, but the %s provider is not installed (%s); it offers no assistant",
+                                    var, name, hint)
+                        break
             for offered in self.pm.hook.default_assistants(environ=env):
                 for spec in offered or []:
                     spec = dict(spec)
@@ -119,18 +146,27 @@ class PluginRegistry:
         for name, table in providers.items():
             type_name = table.pop("type", name)
             factory = self.provider_types.get(type_name)
+            if factory is None and type_name in self.unavailable:
+                raise ConfigError(f"provider {name!r} (type {type_name!r}) is not installed: "
+                                  f"{self.unavailable[type_name]}")
             if factory is None:
                 known = ", ".join(sorted(self.provider_types)) or "none"
                 raise ConfigError(f"provider {name!r}: unknown type {type_name!r} (installed: {known})")
             self.providers[name] = factory(table)
             self.provider_type_of[name] = type_name
         order: list[Assistant | Source] = []
+        required = [f.name for f in dataclasses.fields(Assistant)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         for spec in assistants:
             discover = bool(spec.pop("discover", False))
-            if discover:
+            if discover:  # one entry stands for every model its provider serves
                 spec.setdefault("id", f"{spec.get('provider')}-models")
                 spec.setdefault("model", "")
                 spec.setdefault("name", "")
+            missing = [key for key in required if key not in spec]
+            if missing:
+                raise ConfigError(f"assistant {spec.get('id')!r}: missing {', '.join(missing)} "
+                                  f"(every [[assistants]] entry needs {', '.join(required)})")
             try:
                 a = Assistant(**{k: v for k, v in spec.items() if k in Assistant.__dataclass_fields__})
             except TypeError as e:

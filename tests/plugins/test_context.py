@@ -41,18 +41,37 @@ def test_known_model_uses_the_tokenizer_when_loaded(byte_encoding):
     assert context.count_tokens("gpt-4o-mini", "abcdefgh") == 8
 
 
-def test_missing_encoding_never_blocks_and_falls_back(monkeypatch):
+def test_uncached_encoding_is_never_downloaded(monkeypatch, tmp_path):
+    loads = []
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: loads.append(name))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: nothing cached
+    monkeypatch.setattr(context, "_encodings", {})
+    monkeypatch.setattr(context, "_loading", set())
+    assert context.prepare_tokenizers([("gpt", "gpt-4"), ("local", "llama3")]) == ["gpt"]
+    count, exact = context.token_counter("gpt-4")
+    assert not exact and count("abcdefgh") == 2
+    time.sleep(0.1)
+    assert loads == [] and context._encodings["cl100k_base"] is None  # no download, not tried again
+
+
+def test_cached_encoding_loads_in_the_background_without_blocking(monkeypatch, tmp_path):
+    import hashlib
+
+    url = context.ENCODING_URLS["cl100k_base"]
+    (tmp_path / hashlib.sha1(url.encode()).hexdigest()).write_bytes(b"cached")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     loads = []
 
     def slow_get_encoding(name):
         loads.append(name)
         time.sleep(0.5)
-        raise ConnectionError("offline")
+        raise ValueError("a broken cache file")
 
     monkeypatch.setattr(tiktoken, "get_encoding", slow_get_encoding)
     monkeypatch.setattr(context, "_encodings", {})
     monkeypatch.setattr(context, "_loading", set())
     start = time.monotonic()
+    assert context.prepare_tokenizers([("gpt", "gpt-4")]) == []
     count, exact = context.token_counter("gpt-4")
     assert not exact and time.monotonic() - start < 0.2  # the load runs in the background
     context.token_counter("gpt-4")  # a second ask does not start a second load
