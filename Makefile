@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint setup setup-test frontend browser services bench clean
+.PHONY: run test test-rolling lint setup setup-test frontend browser services bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ lint: setup
 
 test: setup-test lint
 	$(BIN)/python -m pytest $(ARGS)
+
+test-rolling: setup-test
+	$(BIN)/python -m pytest -m rolling -s tests/cluster/test_rolling_restart.py
 
 bench: setup
 	$(BIN)/python -m bench.ws_fanout

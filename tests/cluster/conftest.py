@@ -4,6 +4,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import pytest_asyncio
+
+from chatd.testing import aclose_ws_clients
 
 from .cluster import Cluster, running_cluster
 
@@ -13,3 +16,11 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     """The module's cluster (its tests use users of their own)."""
     with running_cluster(tmp_path_factory.mktemp("cluster")) as c:
         yield c
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def close_cluster_clients():
+    """After each test, close its sockets and cut those nobody answers (processes were stopped,
+    nginx holds half-closed ones): else they are collected later, a ResourceWarning in another test."""
+    yield
+    await aclose_ws_clients(handshake_s=0.5)

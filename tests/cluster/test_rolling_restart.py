@@ -24,7 +24,8 @@ from chatd.testing import WSClient, ahttp, ws_connect
 from .cluster import running_cluster
 from .helpers import connect_through_nginx, user_with_conversation
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.usefixtures("ws_clients"), pytest.mark.asyncio]
+pytestmark = [pytest.mark.rolling, pytest.mark.redis, pytest.mark.slow, pytest.mark.usefixtures("ws_clients"),
+              pytest.mark.asyncio]
 
 CHATTERS = 20
 LONG = " ".join(f"r{i:03d}" for i in range(700))  # 2,799 characters: about 3.5 s at 200 tokens/s
