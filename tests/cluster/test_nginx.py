@@ -85,6 +85,19 @@ async def test_message_rate_and_reply_cap_count_across_all_three(cluster):
     # The message rate: RATE_MESSAGES per window over the three processes together.
     sent = MAX_CONCURRENT_REPLIES  # the long ones counted
     i = 0
+    # The stopped replies' slots are released just after their message_added: wait until a reply
+    # is accepted again (a send refused for the reply cap creates nothing and counts nothing).
+    for _ in range(50):
+        await sockets[0][0].send({"type": "send_message", "ref": "probe", "data": {
+            "conversation_id": conv["id"], "content": "/echo ok", "message_type": "user"}})
+        answer = await sockets[0][0].expect("ack", timeout=10, where=lambda f: f["data"].get("ref") == "probe") \
+            if not await _refused(sockets[0][0], "probe") else None
+        if answer is not None:
+            await sockets[0][0].expect("message_added", timeout=10,
+                                       where=lambda f: f["data"]["message"]["content"] == "ok")
+            sent += 1
+            break
+        await asyncio.sleep(0.1)
     while sent < RATE_MESSAGES:
         ws = sockets[i % 3][0]
         await ws.send({"type": "send_message", "ref": f"r{i}", "data": {
@@ -98,6 +111,20 @@ async def test_message_rate_and_reply_cap_count_across_all_three(cluster):
         "conversation_id": conv["id"], "content": "/echo one too many", "message_type": "user"}})
     error = await over.expect("error", timeout=10)
     assert error["data"]["code"] == "RATE_LIMITED" and error["data"]["retry_after"] > 0
+
+
+async def _refused(ws, ref: str) -> bool:
+    """Whether the answer to `ref` is an error (True) or an ack (False); other frames stay unread."""
+    seen = []
+    while True:
+        frame = await ws.recv(timeout=10)
+        assert frame is not None, "socket closed"
+        if frame["type"] in ("ack", "error") and (frame.get("data") or {}).get("ref") == ref:
+            if frame["type"] == "ack":
+                seen.append(frame)
+            ws._unread[:0] = seen
+            return frame["type"] == "error"
+        seen.append(frame)
 
 
 def _login(source: str, port: int, username: str, forwarded: str | None = None) -> int:
