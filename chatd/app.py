@@ -14,6 +14,7 @@ import tornado.httpserver
 import tornado.web
 
 from chatd import context, extras, protocol, startup
+from chatd.addresses import parse_networks
 from chatd.aio import finished_within
 from chatd.auth import PasswordHasher, TokenService
 from chatd.bus import Bus
@@ -30,7 +31,6 @@ from chatd.replies.manager import ReplyManager
 from chatd.store import Store
 from chatd.titles import Titler
 from chatd.web import api, health, static, ws
-from chatd.web.addresses import parse_networks
 from chatd.web.base import NotFoundHandler, log_request
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from chatd.addresses import parse_networks
 from chatd.errors import ConfigError
-from chatd.web.addresses import parse_networks
 
 ENV_PREFIX = "CHATD_"
 #: CHATD_* variables that are not settings: the config file's path, and the test suite's knobs.

@@ -9,6 +9,7 @@ import msgspec
 import tornado.httputil
 import tornado.web
 
+from chatd.addresses import client_address
 from chatd.auth import PasswordHasher, Principal, TokenService
 from chatd.chat import ChatService
 from chatd.config import Settings
@@ -16,7 +17,6 @@ from chatd.errors import AuthError, ChatdError, InvalidJSON, InvalidMessage, Mes
 from chatd.metrics import Metrics
 from chatd.plugins import PluginRegistry
 from chatd.store import Store
-from chatd.web.addresses import client_address
 
 log = logging.getLogger(__name__)
 
