@@ -155,6 +155,14 @@ async def _message_by_client_id(db: asyncpg.Connection, cid: int, client_msg_id:
     return None if row is None else _message(row)
 
 
+async def _rollback_quietly(tx: asyncpg.transaction.Transaction) -> None:
+    # On a lost connection the rollback fails too; the server has already rolled back.
+    try:
+        await tx.rollback()
+    except _UNAVAILABLE:
+        pass
+
+
 class PostgresStore(Store):
     """PostgreSQL through an asyncpg pool; every write is one transaction on one pooled connection.
 
@@ -198,28 +206,54 @@ class PostgresStore(Store):
             return False
 
     async def _write(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run `fn` in one transaction on a pooled connection (rolled back if it raises)."""
-        try:
-            async with self.pool.acquire() as db, db.transaction():
-                return await fn(db)
-        except _UNAVAILABLE as e:
-            raise StoreUnavailable("The database is unavailable; try again shortly") from e
+        """Run `fn` in one transaction on a pooled connection (rolled back if it raises).
+
+        A connection lost before COMMIT was sent wrote nothing (the server rolls the transaction
+        back), so the write is tried once more on a fresh connection. A connection lost during
+        COMMIT is not retried: the commit may have landed, and a repeat could write twice.
+        """
+        for attempt in (1, 2):
+            committing = False
+            try:
+                async with self.pool.acquire() as db:
+                    tx = db.transaction()
+                    await tx.start()
+                    try:
+                        result = await fn(db)
+                    except BaseException:
+                        await _rollback_quietly(tx)
+                        raise
+                    committing = True
+                    await tx.commit()
+                    return result
+            except _UNAVAILABLE as e:
+                await self._drop_stale_connections()
+                if attempt == 2 or committing or isinstance(e, TimeoutError):
+                    raise StoreUnavailable("The database is unavailable; try again shortly") from e
+        raise AssertionError("unreachable")
 
     async def _read(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `fn` in one repeatable-read, read-only transaction (one committed snapshot).
 
         A read that lost its connection (the server restarted, a pooled connection went stale)
-        is tried once more on a fresh one: it changes nothing, so repeating it is safe. A write
-        is not repeated (a lost COMMIT may have landed): it fails with StoreUnavailable.
+        is tried once more on a fresh one: it changes nothing, so repeating it is safe.
         """
         for attempt in (1, 2):
             try:
                 async with self.pool.acquire() as db, db.transaction(isolation="repeatable_read", readonly=True):
                     return await fn(db)
             except _UNAVAILABLE as e:
+                await self._drop_stale_connections()
                 if attempt == 2:
                     raise StoreUnavailable("The database is unavailable; try again shortly") from e
         raise AssertionError("unreachable")
+
+    async def _drop_stale_connections(self) -> None:
+        # A lost connection usually means the server restarted, which cut every pooled
+        # connection; expiring them all makes the retry open a fresh one instead of
+        # drawing the next dead connection from the pool.
+        if self._pool is not None:
+            await self._pool.expire_connections()
 
     @staticmethod
     async def _migrate(db: asyncpg.Connection) -> None:
