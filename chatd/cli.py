@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(backup)
     backup.add_argument("path", help="the file to write")
     backup.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    store = sub.add_parser("store", help="move data between stores")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    copy = store_sub.add_parser("copy", help="copy every user, conversation and message into an empty store, "
+                                             "then verify counts and checksums")
+    _common(copy)
+    copy.add_argument("from_url", metavar="FROM_URL", help="sqlite:///PATH, postgresql://… or mongodb://…")
+    copy.add_argument("to_url", metavar="TO_URL", help="an empty store (created and migrated if new)")
     fetch = sub.add_parser("fetch-tokenizers",
                            help="download the tiktoken encodings of the configured OpenAI models (once per machine)")
     _common(fetch)
@@ -255,6 +262,10 @@ def _run(args: argparse.Namespace) -> None:
         fetch_tokenizers(settings)
     elif args.command == "backup":
         backup(settings, args.path, args.force)
+    elif args.command == "store":
+        from chatd.store.copy import copy_between
+
+        asyncio.run(copy_between(args.from_url, args.to_url, print))
     elif args.command == "user":
         password = read_password(args)
         user = asyncio.run(_user_create(resolve_files(settings), args.name, password, args.role))

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import abc
 import datetime as _dt
-from typing import NamedTuple
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, NamedTuple
 
 from chatd.models import Conversation, Id, Message, Usage, User
+
+if TYPE_CHECKING:
+    from chatd.store.rows import Row
 
 #: The largest key a 64-bit integer column holds (SQLite INTEGER, PostgreSQL BIGINT).
 INT_KEY_MAX = (1 << 63) - 1
@@ -158,3 +162,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def streaming_replies(self) -> list[Message]:
         """Replies still marked `streaming`, with their `owner`."""
+
+    # Whole-store rows, for `chatd store copy` (chatd/store/copy.py).
+    @abc.abstractmethod
+    async def count_rows(self, kind: str) -> int:
+        """How many rows of a kind (`chatd.store.rows.KINDS`) the store holds."""
+
+    @abc.abstractmethod
+    def export_rows(self, kind: str, batch: int) -> AsyncIterator[list[Row]]:
+        """Every row of a kind in batches: users, conversations, messages by id, events by (conversation, seq)."""
+
+    @abc.abstractmethod
+    async def import_rows(self, kind: str, rows: list[Row]) -> None:
+        """Insert rows as they are (ids, seqs and timestamps kept) into a store being filled by a copy."""
+
+    @abc.abstractmethod
+    async def finish_import(self) -> None:
+        """Make the store ready to serve after a copy (id sequences past the copied ids)."""
+
+    @abc.abstractmethod
+    def id_for_copy(self, kind: str, source_id: Id, ordinal: int) -> Id:
+        """The id a copied row gets here: the source's where this store can keep it, else a new one in order."""

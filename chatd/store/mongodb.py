@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -32,7 +33,9 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailur
 
 from chatd.errors import Conflict, NotFound, StoreUnavailable
 from chatd.models import Conversation, Id, Message, Usage, User
-from chatd.store import Store, StoredEvent, StoredMessage, seq_bound, utcnow
+from chatd.store import Store, StoredEvent, StoredMessage, mongodb_rows, seq_bound, utcnow
+from chatd.store.mongodb_rows import sort_key
+from chatd.store.rows import Row
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -72,15 +75,6 @@ _UNAVAILABLE_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
 _usage_decoder = msgspec.json.Decoder(Usage)
 _conversation_decoder = msgspec.json.Decoder(Conversation)
 _encoder = msgspec.json.Encoder()
-
-
-def sort_key(stamp: str) -> str:
-    """A timestamp as the text the store sorts and compares by.
-
-    The same order as the ISO 8601 text itself; the prefix keeps nx-27017 (the wire-compatible
-    test server) from reading an ISO-looking query value as a date, which it then never matches.
-    """
-    return "t" + stamp
 
 
 def new_id() -> str:
@@ -604,3 +598,39 @@ class MongoStore(Store):
         """Replies still streaming, for the crash sweep."""
         docs = await self._read(lambda: self.db["messages"].find({"status": "streaming"}).to_list())
         return [_message(d) for d in docs]
+
+    # Whole-store rows, for `chatd store copy`.
+    async def count_rows(self, kind: str) -> int:
+        """How many documents of a kind."""
+        return int(await self._read(lambda: self.db[mongodb_rows.COLLECTIONS[kind]].count_documents({})))
+
+    async def export_rows(self, kind: str, batch: int) -> AsyncIterator[list[Row]]:
+        """Every document of a kind in key order, `batch` at a time (keyset pages: no cursor outlives a page)."""
+        collection = self.db[mongodb_rows.COLLECTIONS[kind]]
+        order = [("conversation_id", ASCENDING), ("seq", ASCENDING)] if kind == "events" else [("_id", ASCENDING)]
+        query: Doc = {}
+
+        async def page(q: Doc) -> list[Doc]:
+            return await collection.find(q).sort(order).limit(batch).to_list()
+
+        while True:
+            docs = await self._read(functools.partial(page, query))
+            if not docs:
+                return
+            yield [mongodb_rows.row(kind, d) for d in docs]
+            last = docs[-1]
+            query = ({"$or": [{"conversation_id": {"$gt": last["conversation_id"]}},
+                              {"conversation_id": last["conversation_id"], "seq": {"$gt": last["seq"]}}]}
+                     if kind == "events" else {"_id": {"$gt": last["_id"]}})
+
+    async def import_rows(self, kind: str, rows: list[Row]) -> None:
+        """Insert copied rows as the documents the store writes."""
+        docs = [mongodb_rows.document(r) for r in rows]
+        await self._write(lambda: self.db[mongodb_rows.COLLECTIONS[kind]].insert_many(docs, ordered=True))
+
+    async def finish_import(self) -> None:
+        """Nothing to do: ids are ObjectIds and seq counters live on the conversations."""
+
+    def id_for_copy(self, kind: str, source_id: Id, ordinal: int) -> Id:
+        """String ids are kept; others become ObjectIds in the source's order."""
+        return mongodb_rows.copy_id(source_id, ordinal)

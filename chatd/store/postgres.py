@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -10,7 +10,8 @@ import msgspec
 
 from chatd.errors import Conflict, NotFound, StoreUnavailable
 from chatd.models import Conversation, Id, Message, Usage, User
-from chatd.store import Store, StoredEvent, StoredMessage, int_key, seq_bound, utcnow
+from chatd.store import Store, StoredEvent, StoredMessage, int_key, seq_bound, sql_rows, utcnow
+from chatd.store.rows import Row
 
 #: Serialises migrations when several processes start at once (pg_advisory_xact_lock key).
 MIGRATION_LOCK = 0x63686174  # "chat"
@@ -563,3 +564,39 @@ class PostgresStore(Store):
         """Replies still streaming, for the crash sweep."""
         rows = await self._read(lambda db: db.fetch(f"SELECT {_MSG_COLS} FROM messages WHERE status = 'streaming'"))
         return [_message(r) for r in rows]
+
+    # Whole-store rows, for `chatd store copy`.
+    async def count_rows(self, kind: str) -> int:
+        """How many rows of a kind."""
+        return int(await self._read(lambda db: db.fetchval(sql_rows.count_query(kind))))
+
+    async def _fetch(self, query: str, params: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        return await self._read(lambda db: db.fetch(sql_rows.numbered(query), *params))
+
+    def export_rows(self, kind: str, batch: int) -> AsyncIterator[list[Row]]:
+        """Every row of a kind in key order, `batch` at a time."""
+        return sql_rows.export_pages(kind, batch, self._fetch)
+
+    async def import_rows(self, kind: str, rows: list[Row]) -> None:
+        """Insert copied rows as they are, in one transaction."""
+        async def insert(db: asyncpg.Connection) -> None:
+            await db.executemany(sql_rows.numbered(sql_rows.insert_query(kind)),
+                                 [sql_rows.values(kind, r) for r in rows])
+            members = sql_rows.member_values(rows)
+            if members:
+                await db.executemany(sql_rows.numbered(sql_rows.MEMBERS_INSERT), members)
+
+        await self._write(insert)
+
+    async def finish_import(self) -> None:
+        """Move each id sequence past the largest copied id, so new rows do not collide with copied ones."""
+        async def advance(db: asyncpg.Connection) -> None:
+            for table in ("users", "conversations", "messages"):
+                await db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                 f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")
+
+        await self._write(advance)
+
+    def id_for_copy(self, kind: str, source_id: Id, ordinal: int) -> Id:
+        """Integer ids are kept; others become the row's place in the source's order."""
+        return sql_rows.keep_int_id(source_id, ordinal)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -12,7 +12,8 @@ import msgspec
 
 from chatd.errors import Conflict, NotFound
 from chatd.models import Conversation, Id, Message, Usage, User
-from chatd.store import Store, StoredEvent, StoredMessage, int_key, seq_bound, utcnow
+from chatd.store import Store, StoredEvent, StoredMessage, int_key, seq_bound, sql_rows, utcnow
+from chatd.store.rows import Row
 
 MIGRATIONS: list[str] = [
     # 1: the first schema; seq and client_msg_id are there from the start (PROTOCOL.md §6).
@@ -527,3 +528,30 @@ class SQLiteStore(Store):
         rows = await self._read(lambda db: db.execute(
             f"SELECT {_MSG_COLS} FROM messages WHERE status = 'streaming'").fetchall())
         return [_message(r) for r in rows]
+
+    # Whole-store rows, for `chatd store copy`.
+    async def count_rows(self, kind: str) -> int:
+        """How many rows of a kind."""
+        return int(await self._read(lambda db: db.execute(sql_rows.count_query(kind)).fetchone()[0]))
+
+    async def _fetch(self, query: str, params: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        return await self._read(lambda db: db.execute(query, params).fetchall())
+
+    def export_rows(self, kind: str, batch: int) -> AsyncIterator[list[Row]]:
+        """Every row of a kind in key order, `batch` at a time."""
+        return sql_rows.export_pages(kind, batch, self._fetch)
+
+    async def import_rows(self, kind: str, rows: list[Row]) -> None:
+        """Insert copied rows as they are, in one transaction."""
+        def insert(db: sqlite3.Connection) -> None:
+            db.executemany(sql_rows.insert_query(kind), [sql_rows.values(kind, r) for r in rows])
+            db.executemany(sql_rows.MEMBERS_INSERT, sql_rows.member_values(rows))
+
+        await self._write(insert)
+
+    async def finish_import(self) -> None:
+        """Nothing to do: SQLite gives the next rowid past the largest."""
+
+    def id_for_copy(self, kind: str, source_id: Id, ordinal: int) -> Id:
+        """Integer ids are kept; others become the row's place in the source's order."""
+        return sql_rows.keep_int_id(source_id, ordinal)
