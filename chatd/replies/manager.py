@@ -148,7 +148,7 @@ class ReplyManager:
         reply = Reply(state=state, assistant_id=assistant.id, provider=provider, request=request,
                       outbound=[f.session(ctx) for f in self.plugins.outbound_filters], timing=self._timing,
                       publish=self.bus.publish, store=self.store, inflight=self.inflight,
-                      on_finished=finished, metrics=self.metrics)
+                      on_finished=finished, metrics=self.metrics, release_slot=slot.release)
         self._replies[reply.message_id] = reply
         self.metrics.replies_active.set(len(self._replies))
         reply.task = asyncio.create_task(self._run(reply, slot), name=f"reply-{reply.message_id}")

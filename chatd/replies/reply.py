@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from chatd.bus import conversation_channel, events
 from chatd.bus.events import Event
 from chatd.context import estimate_tokens
-from chatd.errors import BusUnavailable, Cancelled, ChatdError, ProviderError
+from chatd.errors import BusUnavailable, Cancelled, ChatdError, ProviderError, StoreUnavailable
 from chatd.filters import OutboundSession
 from chatd.inflight import InflightRegistry, InflightReply
 from chatd.metrics import Metrics
@@ -30,6 +30,13 @@ YIELD_EVERY = 16
 #: Called once the reply is stored, with the message and its conversation as the store left them.
 OnFinished = Callable[[Message, "Conversation | None", "Reply"], Awaitable[None]]
 
+#: What clients are told when the finished reply cannot be stored yet.
+STORAGE_FAILED = ("Storage failed: the database is unavailable. The reply is kept and is stored as soon as "
+                  "the database answers")
+#: Backoff between attempts to store a finished reply while the store is away.
+STORE_RETRY_FIRST_S = 0.2
+STORE_RETRY_MAX_S = 5.0
+
 
 @dataclass
 class ReplyTiming:
@@ -46,7 +53,8 @@ class Reply:
     def __init__(self, *, state: InflightReply, assistant_id: str, provider: Provider,
                  request: CompletionRequest, outbound: list[OutboundSession], timing: ReplyTiming,
                  publish: Callable[[str, Event], Awaitable[None]], store: Store, inflight: InflightRegistry,
-                 on_finished: OnFinished, metrics: Metrics | None = None) -> None:
+                 on_finished: OnFinished, metrics: Metrics | None = None,
+                 release_slot: Callable[[], Awaitable[None]] | None = None) -> None:
         self.state = state
         self.assistant_id = assistant_id
         self.provider = provider
@@ -58,11 +66,14 @@ class Reply:
         self.inflight = inflight
         self.on_finished = on_finished
         self.metrics = metrics
+        self.release_slot = release_slot
         self.stop_reason: str | None = None  # "user" or SHUTDOWN once stopped
         self.task: asyncio.Task | None = None
         self.finishing = False  # storing the result: too late to stop
         self._last_checkpoint = 0.0
         self._checkpointed = ""
+        self._checkpoint_task: asyncio.Task | None = None
+        self._checkpoint_failing = False
         # Between the provider (the reader, in the reply's task) and the flusher task:
         self._pending: deque[str] = deque()  # deltas not sent yet
         self._pending_chars = 0
@@ -114,12 +125,33 @@ class Reply:
         await self.inflight.publish_chunk(s, text, events.stream_content(s.conversation_id, s.message_id, text,
                                                                          s.index))
 
-    async def _maybe_checkpoint(self) -> None:
+    def _maybe_checkpoint(self) -> None:
+        """Save the text so far in the background, at most once per interval and one write at a time.
+
+        The stream never waits for the store: a slow or absent store delays checkpoints, not
+        chunks, and the text stays in memory until a checkpoint or the final write lands.
+        """
         now = time.monotonic()
-        if self.state.text != self._checkpointed and now - self._last_checkpoint >= self.timing.checkpoint_s:
-            self._last_checkpoint = now
-            self._checkpointed = self.state.text
-            await self.store.checkpoint_reply(self.state.message_id, self.state.text)
+        if (self.state.text == self._checkpointed or now - self._last_checkpoint < self.timing.checkpoint_s
+                or (self._checkpoint_task is not None and not self._checkpoint_task.done())):
+            return
+        self._last_checkpoint = now
+        self._checkpoint_task = asyncio.create_task(self._checkpoint(self.state.text),
+                                                    name=f"reply-checkpoint-{self.message_id}")
+
+    async def _checkpoint(self, text: str) -> None:
+        try:
+            await self.store.checkpoint_reply(self.state.message_id, text)
+        except Exception as e:
+            if not self._checkpoint_failing:  # once per outage, not once per interval
+                log.warning("reply %s: checkpoint failed (%s); the text is kept in memory and saved when the store "
+                            "answers", self.message_id, e)
+            self._checkpoint_failing = True
+            return
+        if self._checkpoint_failing:
+            log.info("reply %s: checkpoints are saved again", self.message_id)
+        self._checkpoint_failing = False
+        self._checkpointed = text
 
     # The streaming loop: the reply's task reads the provider's iterator directly (so a stop
     # reaches the provider at once) and only buffers; a flusher task sends what is buffered, the
@@ -179,7 +211,7 @@ class Reply:
             cap = self.timing.coalesce_max_chars
             for i in range(0, len(text), cap):
                 await self._send_chunk(text[i:i + cap])
-        await self._maybe_checkpoint()
+        self._maybe_checkpoint()
 
     async def _read(self, stream: AsyncIterator[str], flusher: asyncio.Task) -> None:
         """Pull every delta; give the loop a turn every few deltas so a provider that never awaits
@@ -252,6 +284,8 @@ class Reply:
     async def _finish(self, status: str, error: ChatdError | None, completion: Completion) -> None:
         self.finishing = True
         s = self.state
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()  # the final write below supersedes it
         if completion.usage is not None:
             usage = completion.usage.record()
         else:
@@ -259,19 +293,58 @@ class Reply:
         finish_reason = completion.finish_reason if status == "complete" else (
             "cancelled" if status in ("cancelled", "interrupted") else "error")
         try:
-            message, conversation = await asyncio.shield(self.store.finish_reply(
-                s.message_id, s.text, status, usage, finish_reason))
+            # The in-flight state (claim, lease, text for joiners) is kept until the reply is
+            # stored: a duplicate stream_response stays refused and no sweep interrupts it.
+            stored, announced = await self._store_result(status, usage, finish_reason)
         finally:
             await self.inflight.release(s)
+        message, conversation = stored
         try:
-            await self._emit(events.typing_indicator(s.conversation_id, "assistant", False, exclude_user=None))
-            if error is None:
-                await self._emit(events.stream_complete(s.conversation_id, s.message_id, usage, finish_reason))
-            else:
-                await self._emit(events.stream_error(s.conversation_id, s.message_id, error.code, error.message))
+            if not announced:
+                await self._emit(events.typing_indicator(s.conversation_id, "assistant", False, exclude_user=None))
+                if error is None:
+                    await self._emit(events.stream_complete(s.conversation_id, s.message_id, usage, finish_reason))
+                else:
+                    await self._emit(events.stream_error(s.conversation_id, s.message_id, error.code,
+                                                         error.message))
             await self._emit(events.message_added(message))
         except BusUnavailable:  # stored in full: a client that missed the end gets it by rejoining
             log.error("reply %s is stored (%s) but its end could not be published", s.message_id, status)
         if self.metrics is not None:
             self.metrics.replies.labels(status=status).inc()
         await self.on_finished(message, conversation, self)
+
+    async def _store_result(self, status: str, usage: Usage, finish_reason: str,
+                            ) -> tuple[tuple[Message, Conversation | None], bool]:
+        """Store the finished reply, retrying with backoff while the store is away.
+
+        On the first failure the clients get `stream_error` (INTERNAL_ERROR, storage failed) and
+        the user's slot is freed at once; the text stays here until the store takes it. Returns
+        what the store answered and whether the end of the stream was already announced.
+        """
+        s = self.state
+        delay = STORE_RETRY_FIRST_S
+        announced = False
+        while True:
+            try:
+                return await asyncio.shield(self.store.finish_reply(s.message_id, s.text, status, usage,
+                                                                    finish_reason)), announced
+            except StoreUnavailable as e:
+                if not announced:
+                    announced = True
+                    log.error("reply %s (%s, %d chars) could not be stored: %s; retrying until the store answers",
+                              s.message_id, status, len(s.text), e)
+                    await self._announce_storage_failure()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, STORE_RETRY_MAX_S)
+
+    async def _announce_storage_failure(self) -> None:
+        s = self.state
+        if self.release_slot is not None:
+            await self.release_slot()
+        try:
+            await self._emit(events.typing_indicator(s.conversation_id, "assistant", False, exclude_user=None))
+            await self._emit(events.stream_error(s.conversation_id, s.message_id, StoreUnavailable.code,
+                                                 STORAGE_FAILED))
+        except BusUnavailable:
+            log.error("reply %s: the storage failure could not be published either", s.message_id)

@@ -62,6 +62,10 @@ class Store(abc.ABC):
     async def ping(self) -> bool:
         """Whether the store answers (for /readyz)."""
 
+    async def write_problem(self) -> str | None:
+        """Why a write would fail now (for /readyz), or None; a database server reports through ping."""
+        return None if await self.ping() else "the database does not answer"
+
     @abc.abstractmethod
     async def migrations_applied(self) -> list[int]:
         """The schema versions recorded as applied, in order (each migration runs once)."""

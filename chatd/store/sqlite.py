@@ -1,6 +1,7 @@
 """The embedded store: SQLite through aiosqlite, WAL mode, versioned migrations, one thread hop per operation."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import msgspec
 
-from chatd.errors import Conflict, NotFound
+from chatd.errors import Conflict, NotFound, StoreUnavailable
 from chatd.models import Conversation, Id, Message, Usage, User
 from chatd.store import Store, StoredEvent, StoredMessage, int_key, seq_bound, sql_rows, utcnow
 from chatd.store.rows import Row
@@ -82,6 +83,24 @@ _conversation_decoder = msgspec.json.Decoder(Conversation)
 _encoder = msgspec.json.Encoder()
 
 T = TypeVar("T")
+
+#: SQLite's primary result codes that mean the file cannot be used right now (locked by another
+#: process, disk full, I/O error, made read-only or removed), not that the statement is wrong.
+_UNAVAILABLE_CODES = {sqlite3.SQLITE_BUSY: "locked by another connection", sqlite3.SQLITE_LOCKED: "locked",
+                      sqlite3.SQLITE_FULL: "the disk is full", sqlite3.SQLITE_IOERR: "a disk I/O error",
+                      sqlite3.SQLITE_READONLY: "read-only", sqlite3.SQLITE_CANTOPEN: "cannot be opened"}
+
+
+#: Less free space than this on the database's filesystem makes the store not ready (/readyz 503).
+MIN_FREE_BYTES = 1 << 20
+
+
+def _unavailable(e: sqlite3.OperationalError) -> StoreUnavailable | None:
+    """StoreUnavailable naming the cause when the file is unusable; None when the statement is wrong."""
+    cause = _UNAVAILABLE_CODES.get(getattr(e, "sqlite_errorcode", 0) & 0xFF)
+    if cause is None:
+        return None
+    return StoreUnavailable(f"The database is unavailable ({cause}); try again shortly")
 
 
 def _message(row: tuple) -> Message:
@@ -156,6 +175,7 @@ class SQLiteStore(Store):
         self.synchronous = synchronous
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -176,6 +196,9 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)  # noqa: ASYNC240 (once, at start)
         self._db = await self._connect(query_only=False)
+        if self.path != ":memory:":
+            st = os.stat(self.path)  # noqa: ASYNC240 (once, at start)
+            self._identity = (st.st_dev, st.st_ino)
         await self._write(self._migrate)
         # An in-memory database exists in its one connection only: it reads there too.
         self._reader = self._db if self.path == ":memory:" else await self._connect(query_only=True)
@@ -198,17 +221,60 @@ class SQLiteStore(Store):
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` as one BEGIN IMMEDIATE … COMMIT on the write connection (rolled back if it raises)."""
         def tx(db: sqlite3.Connection) -> T:
+            self._check_file()
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(db)
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # A COMMIT that failed (disk full, busy) leaves the transaction open: end it, or
+                # every later BEGIN on this connection fails too.
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
             return result
 
         conn = self.db
-        return await conn._execute(tx, conn._conn)
+        try:
+            return await conn._execute(tx, conn._conn)
+        except sqlite3.OperationalError as e:
+            if (unavailable := _unavailable(e)) is None:
+                raise
+            raise unavailable from e
+
+    def _check_file(self) -> None:
+        """StoreUnavailable when the database file is no longer the one opened (removed or replaced).
+
+        SQLite goes on writing to an unlinked file without an error, so a removed data directory
+        would ack messages that vanish at the next restart; one stat per write (in the store's
+        thread) refuses them instead.
+        """
+        if self._identity is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != self._identity:
+            raise StoreUnavailable("The database file was removed or replaced while chatd ran; nothing more is "
+                                   "stored until chatd is restarted with its data directory in place")
+
+    async def write_problem(self) -> str | None:
+        """Why a write would fail now: the file gone, the disk (nearly) full, or a probe commit failing."""
+        def probe(db: sqlite3.Connection) -> None:
+            if self.path != ":memory:":
+                fs = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+                if fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
+                    raise StoreUnavailable("the disk is full")
+            db.execute("UPDATE schema_version SET version = version WHERE version = "
+                       "(SELECT MAX(version) FROM schema_version)")
+
+        try:
+            await self._write(probe)
+        except StoreUnavailable as e:
+            return e.message
+        return None
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the read connection, in one read transaction (one committed snapshot)."""
@@ -221,7 +287,12 @@ class SQLiteStore(Store):
 
         conn = self._reader
         assert conn is not None, "store is not open"
-        return await conn._execute(snapshot, conn._conn)
+        try:
+            return await conn._execute(snapshot, conn._conn)
+        except sqlite3.OperationalError as e:
+            if (unavailable := _unavailable(e)) is None:
+                raise
+            raise unavailable from e
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:

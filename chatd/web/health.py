@@ -27,6 +27,14 @@ class ReadyHandler(ApiHandler):
         except Exception:
             return False
 
+    async def _store(self) -> str:
+        """"ok", "failed" (it does not answer) or "not writable: WHY" (a full disk, a removed file)."""
+        try:
+            problem = await asyncio.wait_for(self.store.write_problem(), timeout=2.0)
+        except Exception:
+            return "failed"
+        return "ok" if problem is None else f"not writable: {problem}"
+
     async def _providers(self) -> dict[str, str]:
         """Each provider's state: "ok", "failed", or "model not served: NAME[, NAME]" (its list asked for again)."""
         listings = await self.plugins.discover(quiet=True, limit_s=2.0)
@@ -45,11 +53,12 @@ class ReadyHandler(ApiHandler):
 
     async def get(self) -> None:
         """200 with each dependency's state, or 503 naming what failed."""
-        store_ok = await self._check(self.store.ping())
+        store_state = await self._store()
+        store_ok = store_state == "ok"
         bus_ok = await self._check(self.settings["bus"].ping())
         providers = await self._providers()
         providers_ok = all(v == "ok" for v in providers.values())
-        body: dict[str, object] = {"store": "ok" if store_ok else "failed", "bus": "ok" if bus_ok else "failed",
+        body: dict[str, object] = {"store": store_state, "bus": "ok" if bus_ok else "failed",
                                    "providers": providers}
         if self.chat.closing:
             body["shutting_down"] = True
