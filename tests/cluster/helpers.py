@@ -22,9 +22,10 @@ def _gauge(base: str, name: str) -> float:
 
 
 async def gauges(cluster: Cluster, name: str) -> dict[int, float]:
-    """A gauge of every process, by port (read from each process directly, not through nginx)."""
-    values = await asyncio.gather(*(asyncio.to_thread(_gauge, s.base, name) for s in cluster.servers))
-    return {s.port: v for s, v in zip(cluster.servers, values, strict=True)}
+    """A gauge of every running process, by port (read from each process directly, not through nginx)."""
+    running = [s for s in cluster.servers if s.running]
+    values = await asyncio.gather(*(asyncio.to_thread(_gauge, s.base, name) for s in running))
+    return {s.port: v for s, v in zip(running, values, strict=True)}
 
 
 async def connect_through_nginx(cluster: Cluster, token: str) -> tuple[WSClient, int]:

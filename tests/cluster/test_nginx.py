@@ -12,7 +12,9 @@ import uuid
 import pytest
 
 from .cluster import MAX_CONCURRENT_REPLIES, RATE_MESSAGES
-from .helpers import gauges, request_from, sockets_on_distinct_processes
+from chatd.testing import ahttp
+
+from .helpers import connect_through_nginx, gauges, request_from, sockets_on_distinct_processes
 from .helpers import user_with_conversation as _user
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.usefixtures("ws_clients"), pytest.mark.asyncio]
@@ -180,3 +182,34 @@ async def test_a_redis_restarted_empty_mid_reply_still_refuses_a_duplicate_reply
     added = frames[-1]["data"]["message"]
     assert added["status"] == "complete" and added["content"] == LONG
     assert [f for f in frames if f["type"] == "stream_start"] == []  # no second reply began
+
+
+async def test_kill_9_of_a_process_mid_reply_is_stored_interrupted_within_two_leases(cluster):
+    # Last in the module: it kills one of the three processes.
+    _, token, conv = await _user(cluster, "killed")
+    (a, port_a), (b, port_b) = await sockets_on_distinct_processes(cluster, token, 2)
+    await a.join(conv["id"])
+    await b.join(conv["id"])
+    await a.send({"type": "send_message", "data": {"conversation_id": conv["id"], "content": "/echo " + LONG,
+                                                    "message_type": "user"}})
+    mid = (await b.expect("stream_start", timeout=10))["data"]["message_id"]
+    await b.expect("stream_content", timeout=10)
+    await asyncio.sleep(1.2)  # past a checkpoint (checkpoint_interval_s = 1)
+    loop = asyncio.get_running_loop()
+    cluster.server_on(port_a).kill9()
+    killed = loop.time()
+    added = await b.expect("message_added", timeout=15, where=lambda f: f["data"]["message"]["id"] == mid)
+    took = loop.time() - killed
+    message = added["data"]["message"]
+    assert message["status"] == "interrupted" and message["content"] and LONG.startswith(message["content"])
+    lease_s = float(cluster.servers[0].env["CHATD_OWNER_LEASE_S"])
+    assert took <= 2 * lease_s, f"stored interrupted {took:.2f} s after kill -9; lease {lease_s} s"
+    print(f"\nkill -9 mid-reply: stored interrupted by a survivor {took:.2f} s later (lease {lease_s} s)")
+    # The survivors serve on through nginx, and the dead reply is not shown as active.
+    status, body = await ahttp("GET", f"{cluster.server_on(port_b).base}/readyz")
+    assert status == 200, body
+    for _ in range(3):  # whichever survivor nginx picks
+        c, port = await connect_through_nginx(cluster, token)
+        assert port != port_a
+        joined = await c.join(conv["id"])
+        assert joined["data"]["active_streams"] == []
