@@ -15,8 +15,10 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def render(site: str, ports: list[int], listen_port: int, workdir: Path) -> str:
-    """The whole nginx.conf: the site file with its upstream servers and listen line replaced."""
-    servers = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
+    """The whole nginx.conf: the site file with its upstream servers (parameters kept) and listen line replaced."""
+    first = re.search(r"^\s*server 127\.0\.0\.1:\d+(?P<params>[^;]*);", site, flags=re.M)
+    assert first is not None, "conf/nginx.conf's upstream has no `server 127.0.0.1:PORT …;` line"
+    servers = "".join(f"    server 127.0.0.1:{p}{first['params']};\n" for p in ports)
     site, n = re.subn(r"upstream chatd \{.*?\n\}", "upstream chatd {\n" + servers + "}", site, flags=re.S)
     assert n == 1, "conf/nginx.conf has no `upstream chatd { … }` block"
     site, n = re.subn(r"listen 443 ssl http2;", f"listen 127.0.0.1:{listen_port};", site)

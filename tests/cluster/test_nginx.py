@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from .cluster import MAX_CONCURRENT_REPLIES, RATE_MESSAGES
 from chatd.testing import ahttp
 
+from .cluster import MAX_CONCURRENT_REPLIES, RATE_MESSAGES
 from .helpers import connect_through_nginx, gauges, request_from, sockets_on_distinct_processes
 from .helpers import user_with_conversation as _user
 

@@ -83,7 +83,7 @@ class Chatter:
                 return
             except Exception as e:
                 self.reconnects += 1
-                self.connect_failures.append(type(e).__name__)
+                self.connect_failures.append(f"{type(e).__name__} {getattr(e, 'code', '')} {e}"[:80])
                 await asyncio.sleep(0.1)
 
     def _note_seq(self, frame: dict) -> None:
