@@ -20,9 +20,8 @@ try:
 except ImportError:  # chatd installed without its test extra: stay out of the way
     HAVE_PYTEST_ASYNCIO = False
 
-from chatd.app import start_server
 from chatd.config import Settings
-from chatd.testing import ChatdTestClient, WSClient, close_ws_clients, test_settings
+from chatd.testing import ChatdTestClient, WSClient, close_ws_clients, serving, test_settings
 
 __all__ = ["ChatdTestClient", "WSClient", "chatd", "chatd_plugins", "chatd_settings", "test_settings", "ws_clients"]
 
@@ -45,13 +44,8 @@ if HAVE_PYTEST_ASYNCIO:
     @pytest_asyncio.fixture
     async def chatd(chatd_settings: Settings, chatd_plugins: list[Any]) -> AsyncIterator[ChatdTestClient]:
         """A running chatd on a free 127.0.0.1 port, and a client for it."""
-        server = await start_server(chatd_settings, extra_plugins=chatd_plugins)
-        client = ChatdTestClient(server)
-        try:
+        async with serving(chatd_settings, extra_plugins=chatd_plugins) as client:
             yield client
-        finally:
-            client.close()
-            await server.stop()
 
     @pytest_asyncio.fixture
     async def ws_clients() -> AsyncIterator[None]:

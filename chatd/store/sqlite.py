@@ -91,6 +91,16 @@ _UNAVAILABLE_CODES = {sqlite3.SQLITE_BUSY: "locked by another connection", sqlit
                       sqlite3.SQLITE_READONLY: "read-only", sqlite3.SQLITE_CANTOPEN: "cannot be opened"}
 
 
+async def _hop(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `fn` on the connection's thread; an unusable file is StoreUnavailable."""
+    try:
+        return await conn._execute(fn, conn._conn)
+    except sqlite3.OperationalError as e:
+        if (unavailable := _unavailable(e)) is None:
+            raise
+        raise unavailable from e
+
+
 #: Less free space than this on the database's filesystem makes the store not ready (/readyz 503).
 MIN_FREE_BYTES = 1 << 20
 
@@ -235,13 +245,7 @@ class SQLiteStore(Store):
                 raise
             return result
 
-        conn = self.db
-        try:
-            return await conn._execute(tx, conn._conn)
-        except sqlite3.OperationalError as e:
-            if (unavailable := _unavailable(e)) is None:
-                raise
-            raise unavailable from e
+        return await _hop(self.db, tx)
 
     def _check_file(self) -> None:
         """StoreUnavailable when the database file is no longer the one opened (removed or replaced).
@@ -285,14 +289,8 @@ class SQLiteStore(Store):
             finally:
                 db.execute("COMMIT")
 
-        conn = self._reader
-        assert conn is not None, "store is not open"
-        try:
-            return await conn._execute(snapshot, conn._conn)
-        except sqlite3.OperationalError as e:
-            if (unavailable := _unavailable(e)) is None:
-                raise
-            raise unavailable from e
+        assert self._reader is not None, "store is not open"
+        return await _hop(self._reader, snapshot)
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:

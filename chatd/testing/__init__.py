@@ -10,6 +10,7 @@ from chatd.testing.clients import (
     _open_clients,
     aclose_ws_clients,
     close_ws_clients,
+    serving,
     ws_connect,
 )
 from chatd.testing.process import ServerProcess
@@ -49,6 +50,7 @@ __all__ = [
     "http_json",
     "register",
     "scripted_settings",
+    "serving",
     "start_redis_server",
     "test_settings",
     "unique_name",

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import tornado.httpclient
@@ -15,6 +16,7 @@ from chatd.testing.util import MAX_MESSAGE_SIZE, PASSWORD
 
 if TYPE_CHECKING:
     from chatd.app import ChatdServer
+    from chatd.config import Settings
 
 
 
@@ -244,3 +246,17 @@ class ChatdTestClient:
             s.close()
 
 
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, **kw: Any) -> AsyncIterator[ChatdTestClient]:
+    """A chatd started in this process on `settings` (`kw` as `start_server` takes), and a client of it."""
+    from chatd.app import start_server
+
+    server = await start_server(settings, **kw)
+    client = ChatdTestClient(server)
+    try:
+        yield client
+    finally:
+        client.close()
+        await server.stop()

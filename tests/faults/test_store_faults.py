@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from chatd.app import start_server
 from chatd.replies.reply import STORAGE_FAILED
-from chatd.testing import ChatdTestClient, ScriptedPlugin, free_port, scripted_settings, test_settings
+from chatd.testing import ChatdTestClient, ScriptedPlugin, free_port, scripted_settings, serving, test_settings
 from chatd.testing.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.asyncio
@@ -33,15 +32,8 @@ def _settings(tmp_path: Path, **extra):
                          max_concurrent_replies=1, **extra)
 
 
-@contextlib.asynccontextmanager
-async def _serving(settings):
-    server = await start_server(settings, extra_plugins=[ScriptedPlugin()])
-    client = ChatdTestClient(server)
-    try:
-        yield client
-    finally:
-        client.close()
-        await server.stop()
+def _serving(settings):
+    return serving(settings, extra_plugins=[ScriptedPlugin()])
 
 
 async def _start_reply(chatd: ChatdTestClient):
@@ -110,10 +102,7 @@ async def test_a_reply_outlives_a_locked_sqlite_file(tmp_path):
 async def test_a_send_to_a_locked_sqlite_file_is_a_clear_error_and_loses_nothing(tmp_path):
     settings = _settings(tmp_path)
     async with _serving(settings) as chatd:
-        _, token = await chatd.register("bob")
-        conv = await chatd.conversation(token)
-        ws = await chatd.ws(token)
-        await ws.join(conv["id"])
+        token, conv, ws = await chatd.joined()
         locker = sqlite3.connect(settings.db_path, timeout=0, isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")
         try:
@@ -224,10 +213,7 @@ async def test_a_removed_data_directory_refuses_sends_and_makes_the_process_not_
     data = tmp_path / "data"
     settings = _settings(data)
     async with _serving(settings) as chatd:
-        _, token = await chatd.register("carol")
-        conv = await chatd.conversation(token)
-        ws = await chatd.ws(token)
-        await ws.join(conv["id"])
+        token, conv, ws = await chatd.joined()
         assert (await chatd.request("GET", "/readyz"))[0] == 200
         await asyncio.to_thread(shutil.rmtree, data)
         await ws.send({"type": "send_message", "ref": "gone", "data": {"conversation_id": conv["id"],

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -12,13 +11,13 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from chatd.app import start_server
 from chatd.models import Usage
 from chatd.store.copy import CopyError, copy_store, redacted
 from chatd.store.rows import KINDS
 from chatd.store.sqlite import SQLiteStore
 from chatd.store.urls import store_from_url, store_kind
 from chatd.testing import ChatdTestClient, test_settings
+from chatd.testing import serving as serve
 from chatd.testing.clients import PASSWORD
 
 from .backends import BACKENDS
@@ -32,16 +31,9 @@ def _settings(tmp_path: Path, url: str):
                          sqlite_path=url.removeprefix("sqlite:///") if kind == "sqlite" else "")
 
 
-@contextlib.asynccontextmanager
-async def serving(tmp_path: Path, url: str) -> AsyncIterator[ChatdTestClient]:
+def serving(tmp_path: Path, url: str):
     """A real chatd on the store at `url`."""
-    server = await start_server(_settings(tmp_path, url))
-    client = ChatdTestClient(server)
-    try:
-        yield client
-    finally:
-        client.close()
-        await server.stop()
+    return serve(_settings(tmp_path, url))
 
 
 async def _login(client: ChatdTestClient, username: str) -> str:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from chatd.app import start_server
 from chatd.store.urls import store_kind
-from chatd.testing import ChatdTestClient, test_settings
+from chatd.testing import serving, test_settings
 
 pytestmark = pytest.mark.asyncio
 
@@ -17,13 +16,8 @@ async def served(store_url, tmp_path):
     kind = store_kind(store_url)
     settings = test_settings(tmp_path, store=kind, store_url="" if kind == "sqlite" else store_url,
                              sqlite_path=store_url.removeprefix("sqlite:///") if kind == "sqlite" else "")
-    server = await start_server(settings)
-    client = ChatdTestClient(server)
-    try:
+    async with serving(settings) as client:
         yield client
-    finally:
-        client.close()
-        await server.stop()
 
 
 async def test_a_reply_streams_is_stored_and_replays_from_since_seq(served):
