@@ -160,9 +160,9 @@ class ChatService:
 
     # Conversations (REST).
     async def _check_members(self, member_ids: list[Id]) -> None:
-        for member in member_ids:
-            if await self.store.get_user(member) is None:
-                raise InvalidMessage(f"Field `member_ids` names an unknown user: {member!r}")
+        """INVALID_MESSAGE naming the first id that is no user's (one store read for the whole list)."""
+        if member_ids and (missing := await self.store.missing_users(member_ids)):
+            raise InvalidMessage(f"Field `member_ids` names an unknown user: {missing[0]!r}")
 
     async def create_conversation(self, principal: Principal, title: str | None, assistant_id: str | None,
                                   member_ids: list[Id]) -> Conversation:

@@ -83,6 +83,10 @@ class Store(abc.ABC):
     async def get_user(self, user_id: Id) -> User | None:
         """The user (without the password hash), or None."""
 
+    @abc.abstractmethod
+    async def missing_users(self, user_ids: list[Id]) -> list[Id]:
+        """The ids that name no user, in the order given, each once: one read for the whole list."""
+
     # Conversations.
     @abc.abstractmethod
     async def create_conversation(self, owner_id: Id, title: str, assistant_id: str,

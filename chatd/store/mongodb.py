@@ -239,6 +239,16 @@ class MongoStore(Store):
         doc = await self._read(lambda: self.db["users"].find_one({"_id": uid}))
         return None if doc is None else User(id=doc["_id"], username=doc["username"], roles=json.loads(doc["roles"]))
 
+    async def missing_users(self, user_ids: list[Id]) -> list[Id]:
+        """One query for the whole list."""
+        keys = sorted({k for k in map(_key, user_ids) if k is not None})
+
+        async def found() -> set[str]:
+            return {doc["_id"] async for doc in self.db["users"].find({"_id": {"$in": keys}}, {"_id": 1})}
+
+        have = await self._read(found) if keys else set()
+        return [u for u in dict.fromkeys(user_ids) if _key(u) not in have]
+
     async def _check_users(self, user_ids: list[Id]) -> list[str]:
         """The ids as keys, each naming a user; NotFound otherwise (there are no foreign keys to do it)."""
         keys = [_key(u) for u in user_ids]

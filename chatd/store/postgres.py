@@ -300,6 +300,15 @@ class PostgresStore(Store):
         row = await self._read(lambda db: db.fetchrow("SELECT id, username, roles FROM users WHERE id = $1", uid))
         return None if row is None else User(id=row[0], username=row[1], roles=json.loads(row[2]))
 
+    async def missing_users(self, user_ids: list[Id]) -> list[Id]:
+        """One query for the whole list."""
+        keys = sorted({k for k in map(int_key, user_ids) if k is not None})
+        found: set[int] = set()
+        if keys:
+            rows = await self._read(lambda db: db.fetch("SELECT id FROM users WHERE id = ANY($1::bigint[])", keys))
+            found = {r[0] for r in rows}
+        return [u for u in dict.fromkeys(user_ids) if int_key(u) not in found]
+
     # Conversations.
     async def create_conversation(self, owner_id: Id, title: str, assistant_id: str,
                                   member_ids: list[Id]) -> Conversation:

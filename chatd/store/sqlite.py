@@ -338,6 +338,16 @@ class SQLiteStore(Store):
                                                      (user_id,)).fetchone())
         return None if row is None else User(id=row[0], username=row[1], roles=json.loads(row[2]))
 
+    async def missing_users(self, user_ids: list[Id]) -> list[Id]:
+        """One query for the whole list (a JSON array parameter: no limit on the number of ids)."""
+        keys = sorted({k for k in map(int_key, user_ids) if k is not None})
+        found: set[int] = set()
+        if keys:
+            rows = await self._read(lambda db: db.execute(
+                "SELECT id FROM users WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(keys),)).fetchall())
+            found = {r[0] for r in rows}
+        return [u for u in dict.fromkeys(user_ids) if int_key(u) not in found]
+
     # Conversations.
     async def create_conversation(self, owner_id: Id, title: str, assistant_id: str,
                                   member_ids: list[Id]) -> Conversation:

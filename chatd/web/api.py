@@ -1,17 +1,12 @@
 """REST API v1 (PROTOCOL.md §8): accounts, assistants, conversations, messages."""
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import msgspec
 
 from chatd.errors import Forbidden, InvalidMessage, RateLimited, Unauthorized
-from chatd.models import Conversation, Id, User
+from chatd.models import Id, User
+from chatd.web import schemas
 from chatd.web.base import ApiHandler
-
-USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-MIN_PASSWORD = 8
 
 
 def parse_id(text: str) -> Id:
@@ -22,28 +17,21 @@ def parse_id(text: str) -> Id:
 class _AccountHandler(ApiHandler):
     public = True
 
-    async def credentials(self) -> tuple[str, str]:
-        """The username and password of the body, after the per-address attempt limit."""
+    async def check_attempts(self) -> None:
+        """The per-address sign-in attempt limit (before the body is looked at)."""
         cfg = self.config
         retry = await self.settings["limiter"].hit(f"auth:{self.client_ip}", cfg.rate_auth_attempts,
                                                    cfg.rate_auth_window_s)
         if retry is not None:
             raise RateLimited("Too many sign-in attempts; try again later", retry_after=retry)
-        body = self.json_body()
-        username = self.field(body, "username", str, required=True)
-        password = self.field(body, "password", str, required=True)
-        return username, password
 
-    def token_answer(self, user: User) -> dict:
+    def token_answer(self, user: User) -> schemas.TokenAnswer:
         """The register/login answer: the user and a fresh token."""
         if not self.tokens.can_issue:
             raise Forbidden("Accounts come from the external identity provider on this server")
-        return {
-            "user": {"id": user.id, "username": user.username},
-            "access_token": self.tokens.issue(user.id, user.roles),
-            "token_type": "bearer",
-            "expires_in": self.tokens.ttl,
-        }
+        return schemas.TokenAnswer(user=schemas.UserRef(id=user.id, username=user.username),
+                                   access_token=self.tokens.issue(user.id, user.roles), token_type="bearer",
+                                   expires_in=self.tokens.ttl)
 
 
 class RegisterHandler(_AccountHandler):
@@ -53,12 +41,11 @@ class RegisterHandler(_AccountHandler):
         """Create an account and return a token (409 if the name is taken)."""
         if not self.config.registration_enabled or not self.tokens.can_issue:
             raise Forbidden("Registration is turned off on this server")
-        username, password = await self.credentials()
-        if not USERNAME.match(username):
+        await self.check_attempts()
+        body = self.body(schemas.Registration)
+        if not schemas.USERNAME.fullmatch(body.username):
             raise InvalidMessage("Field `username` must be 1-64 letters, digits or _.@-")
-        if len(password) < MIN_PASSWORD:
-            raise InvalidMessage(f"Field `password` must be at least {MIN_PASSWORD} characters")
-        user = await self.store.create_user(username, await self.passwords.hash(password))
+        user = await self.store.create_user(body.username, await self.passwords.hash(body.password))
         self.send_json(self.token_answer(user), 201)
 
 
@@ -67,9 +54,10 @@ class LoginHandler(_AccountHandler):
 
     async def post(self) -> None:
         """Check the password and return a token (401, the same for an unknown user)."""
-        username, password = await self.credentials()
-        user = await self.store.get_user_by_name(username)
-        ok = await self.passwords.verify(user.password_hash if user else None, password)
+        await self.check_attempts()
+        body = self.body(schemas.Credentials)
+        user = await self.store.get_user_by_name(body.username)
+        ok = await self.passwords.verify(user.password_hash if user else None, body.password)
         if not ok or user is None:
             raise Unauthorized("Wrong username or password")
         self.send_json(self.token_answer(user))
@@ -83,7 +71,7 @@ class MeHandler(ApiHandler):
         user = await self.store.get_user(self.principal.user_id)
         username = user.username if user else str(self.principal.user_id)
         roles = sorted(set(user.roles if user else []) | set(self.principal.roles))
-        self.send_json({"id": self.principal.user_id, "username": username, "roles": roles})
+        self.send_json(schemas.Me(id=self.principal.user_id, username=username, roles=roles))
 
 
 class AssistantsHandler(ApiHandler):
@@ -91,40 +79,27 @@ class AssistantsHandler(ApiHandler):
 
     async def get(self) -> None:
         """The available assistants; `?refresh=1` first asks the providers which models they serve."""
-        if self.get_query_argument("refresh", "0") not in ("", "0", "false"):
+        if self.query(schemas.AssistantsQuery).refresh not in (None, "0", "false"):
             await self.plugins.discover()
         self.send_json({"assistants": self.plugins.list_assistants()})
-
-
-def public_conversation(conv: Conversation) -> dict[str, Any]:
-    """The conversation object as the REST API shows it (its latest seq is the WebSocket's business)."""
-    out: dict[str, Any] = msgspec.to_builtins(conv)
-    out.pop("seq", None)
-    return out
 
 
 class ConversationsHandler(ApiHandler):
     """GET/POST /api/v1/conversations."""
 
     async def get(self) -> None:
-        """The user's conversations, newest first, paged by `before`."""
-        limit = self.int_arg("limit", 50, minimum=1, maximum=200)
-        before = self.get_query_argument("before", None) or None
-        before_id = self.get_query_argument("before_id", None) or None  # tie-breaker for equal updated_at
-        convs = await self.store.list_conversations(self.principal.user_id, limit, before,
-                                                    parse_id(before_id) if before_id else None)
-        self.send_json({"conversations": [public_conversation(c) for c in convs]})
+        """The user's conversations, newest first, paged by `before` (and `before_id`, the tie-breaker)."""
+        q = self.query(schemas.ConversationsQuery)
+        convs = await self.store.list_conversations(self.principal.user_id, min(q.limit, 200), q.before,
+                                                    parse_id(q.before_id) if q.before_id else None)
+        self.send_json(schemas.ConversationList(conversations=[schemas.PublicConversation.of(c) for c in convs]))
 
     async def post(self) -> None:
         """Create a conversation."""
-        body = self.json_body()
-        title = self.field(body, "title", str)
-        assistant_id = self.field(body, "assistant_id", str)
-        member_ids = self.field(body, "member_ids", list) or []
-        if title is not None and len(title) > 200:
-            raise InvalidMessage("Field `title` must be at most 200 characters")
-        conv = await self.chat.create_conversation(self.principal, title, assistant_id, member_ids)
-        self.send_json({"conversation": public_conversation(conv)}, 201)
+        body = self.body(schemas.NewConversation)
+        conv = await self.chat.create_conversation(self.principal, body.title, body.assistant_id,
+                                                   list(body.member_ids or []))
+        self.send_json(schemas.ConversationAnswer(conversation=schemas.PublicConversation.of(conv)), 201)
 
 
 class ConversationHandler(ApiHandler):
@@ -133,25 +108,21 @@ class ConversationHandler(ApiHandler):
     async def get(self, cid: str) -> None:
         """Read one conversation."""
         conv = await self.chat.conversation_for_member(self.principal, parse_id(cid))
-        self.send_json({"conversation": public_conversation(conv)})
+        self.send_json(schemas.ConversationAnswer(conversation=schemas.PublicConversation.of(conv)))
 
     async def patch(self, cid: str) -> None:
         """Rename, change assistant, add members."""
-        body = self.json_body()
-        title = self.field(body, "title", str)
-        assistant_id = self.field(body, "assistant_id", str)
-        member_ids = self.field(body, "member_ids", list)
-        if title is not None and not 0 < len(title) <= 200:
-            raise InvalidMessage("Field `title` must be 1-200 characters")
-        if title is None and assistant_id is None and not member_ids:
+        body = self.body(schemas.ConversationChange)
+        if body.title is None and body.assistant_id is None and not body.member_ids:
             raise InvalidMessage("Nothing to change: give `title`, `assistant_id` or `member_ids`")
-        conv = await self.chat.update_conversation(self.principal, parse_id(cid), title, assistant_id, member_ids)
-        self.send_json({"conversation": public_conversation(conv)})
+        conv = await self.chat.update_conversation(self.principal, parse_id(cid), body.title, body.assistant_id,
+                                                   list(body.member_ids) if body.member_ids else None)
+        self.send_json(schemas.ConversationAnswer(conversation=schemas.PublicConversation.of(conv)))
 
     async def delete(self, cid: str) -> None:
         """Delete the conversation."""
         conv = await self.chat.delete_conversation(self.principal, parse_id(cid))
-        self.send_json({"conversation": public_conversation(conv)})
+        self.send_json(schemas.ConversationAnswer(conversation=schemas.PublicConversation.of(conv)))
 
 
 class MessagesHandler(ApiHandler):
@@ -159,12 +130,16 @@ class MessagesHandler(ApiHandler):
 
     async def get(self, cid: str) -> None:
         """The newest `limit` messages of the window, oldest first."""
+        q = self.query(schemas.MessagesQuery)
         conv = await self.chat.conversation_for_member(self.principal, parse_id(cid))
-        limit = self.int_arg("limit", 50, minimum=1, maximum=500)
-        before_seq = self.int_arg("before_seq")
-        after_seq = self.int_arg("after_seq")
-        messages = await self.store.list_messages(conv.id, limit, before_seq, after_seq)
-        self.send_json({"messages": messages})
+        messages = await self.store.list_messages(conv.id, min(q.limit, 500), _given(q.before_seq),
+                                                  _given(q.after_seq))
+        self.send_json(schemas.MessageList(messages=messages))
+
+
+def _given(value: int | msgspec.UnsetType) -> int | None:
+    """An optional query integer: None when absent."""
+    return None if isinstance(value, msgspec.UnsetType) else value
 
 
 def routes() -> list:

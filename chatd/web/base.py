@@ -1,14 +1,18 @@
 """The base REST handler: services from application settings, bearer auth, JSON errors."""
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
-from typing import Any, overload
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 import tornado.httputil
 import tornado.web
 
+from chatd import inputs
 from chatd.addresses import client_address
 from chatd.auth import PasswordHasher, Principal, TokenService
 from chatd.chat import ChatService
@@ -17,6 +21,7 @@ from chatd.errors import AuthError, ChatdError, InvalidJSON, InvalidMessage, Mes
 from chatd.metrics import Metrics
 from chatd.plugins import PluginRegistry
 from chatd.store import Store
+from chatd.web import schemas
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +75,55 @@ class Services:
         return self.settings["metrics"]
 
 
+#: The largest body an API request may declare and still get its 413 after the body was read:
+#: reading and dropping it costs bandwidth, not memory. Above it the 413 goes out at once and the
+#: connection closes, which a client that sends its whole body before reading sees as a reset.
+DRAIN_BODY_BYTES = 64 << 20
+
+_VERBS = ("get", "post", "put", "patch", "delete", "head", "options")
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def body_limit(config: Settings) -> int:
+    """The largest REST request body accepted (bytes)."""
+    return max(config.max_frame_bytes, 1 << 20)
+
+
+def _admitted(verb: Callable[..., Any]) -> Callable[..., Any]:
+    """`verb`, run only after `ApiHandler.admit` (body size, then bearer auth) let the request in."""
+
+    @functools.wraps(verb)
+    async def run(self: ApiHandler, *args: Any, **kwargs: Any) -> None:
+        await self.admit()
+        result = verb(self, *args, **kwargs)
+        if inspect.isawaitable(result):
+            await result
+
+    run.admits = True  # type: ignore[attr-defined]
+    return run
+
+
+@tornado.web.stream_request_body
 class ApiHandler(Services, tornado.web.RequestHandler):
-    """JSON API handler, authenticated by default (set `public = True` to opt out)."""
+    """JSON API handler, authenticated by default (set `public = True` to opt out).
+
+    The body streams in (`data_received`) and is kept only up to `body_limit`, so an oversized
+    one is never held in memory. Every answer, errors included, goes out once the body has been
+    read: a client that sends its whole body before it reads (urllib, requests) would otherwise
+    get a reset instead of the answer. Tornado runs nothing between the body and the verb, so
+    each verb of a subclass is wrapped to call `admit` first.
+    """
 
     public = False
     principal: Principal
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _VERBS:
+            verb = getattr(cls, name)
+            if not getattr(verb, "admits", False):
+                setattr(cls, name, _admitted(verb))
 
     def set_default_headers(self) -> None:
         """JSON responses are never cached and never sniffed."""
@@ -85,11 +134,36 @@ class ApiHandler(Services, tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Bearer tokens, not cookies: no XSRF cookie to check."""
 
-    async def prepare(self) -> None:
-        """Refuse oversized bodies, then authenticate unless the route is public."""
-        limit = max(self.config.max_frame_bytes, 1 << 20)
-        if len(self.request.body or b"") > limit:
-            raise MessageTooLong(f"Request body exceeds {limit} bytes")
+    def prepare(self) -> None:
+        """Before the body: decide how much of it to read (an oversized one is read, dropped, then refused)."""
+        self._limit = body_limit(self.config)
+        self._chunks: list[bytes] = []
+        self._received = 0
+        connection: Any = self.request.connection
+        declared = _content_length(self.request.headers)
+        if declared is not None and declared > self._limit and (
+                declared > DRAIN_BODY_BYTES or self.request.headers.get("Expect", "").lower() == "100-continue"):
+            # Answered now (a client waiting for "100 Continue" sends nothing more, so this is clean for
+            # it), and the connection closes after the answer. Tornado would answer a body it thinks too
+            # long with a bare 400 of its own after ours: it is told the body is not.
+            connection.set_max_body_size(declared)
+            raise MessageTooLong(f"Request body exceeds {self._limit} bytes")
+        connection.set_max_body_size(DRAIN_BODY_BYTES)
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep the body while it is within the limit; past it, only count what arrives."""
+        self._received += len(chunk)
+        if self._received <= self._limit:
+            self._chunks.append(chunk)
+        else:
+            self._chunks.clear()
+
+    async def admit(self) -> None:
+        """After the body: refuse it if oversized, then authenticate unless the route is public."""
+        if self._received > self._limit:
+            raise MessageTooLong(f"Request body exceeds {self._limit} bytes")
+        self.request.body = b"".join(self._chunks)
+        self._chunks.clear()
         if self.public:
             return
         header = self.request.headers.get("Authorization", "")
@@ -101,54 +175,32 @@ class ApiHandler(Services, tornado.web.RequestHandler):
         except AuthError as e:
             raise Unauthorized(str(e)) from None
 
-    def json_body(self) -> dict:
-        """The request body as a JSON object (INVALID_JSON otherwise)."""
-        if not self.request.body:
-            return {}
-        try:
-            body = json.loads(self.request.body)
-        except ValueError as e:
-            raise InvalidJSON("Request body is not valid JSON") from e
-        if not isinstance(body, dict):
+    def body(self, schema: type[S]) -> S:
+        """The body as `schema` (an empty body is `{}`): INVALID_JSON unless a JSON object within the input
+        limits of `chatd.inputs`, INVALID_MESSAGE naming the field that does not fit."""
+        obj = inputs.loads(self.request.body) if self.request.body else {}
+        if not isinstance(obj, dict):
             raise InvalidJSON("Request body must be a JSON object")
-        return body
-
-    def field(self, body: dict, name: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
-        """A typed field of the body; INVALID_MESSAGE naming it when wrong."""
-        if name not in body or body[name] is None:
-            if required:
-                raise InvalidMessage(f"Field `{name}` is required")
-            return None
-        value = body[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise InvalidMessage(f"Field `{name}` has the wrong type")
-        return value
-
-    @overload
-    def int_arg(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int: ...
-
-    @overload
-    def int_arg(self, name: str, default: None = None, minimum: int | None = None,
-                maximum: int | None = None) -> int | None: ...
-
-    def int_arg(self, name: str, default: int | None = None, minimum: int | None = None,
-                maximum: int | None = None) -> int | None:
-        """An integer query argument; INVALID_MESSAGE naming it when not one."""
-        text = self.get_query_argument(name, None)
-        if text is None or text == "":
-            return default
         try:
-            value = int(text)
-        except ValueError:
-            raise InvalidMessage(f"Query argument `{name}` must be an integer") from None
-        if minimum is not None and value < minimum:
-            raise InvalidMessage(f"Query argument `{name}` must be at least {minimum}")
-        if maximum is not None and value > maximum:
-            value = maximum
-        return value
+            return msgspec.convert(obj, schema, strict=True)
+        except msgspec.ValidationError as e:
+            raise InvalidMessage(schemas.describe(e)) from e
+
+    def query(self, schema: type[S]) -> S:
+        """The query arguments `schema` names (text decoded laxly: `"5"` is 5; empty ones are absent);
+        INVALID_MESSAGE naming the argument that does not fit."""
+        values = {}
+        for name in schema.__struct_fields__:
+            text = self.get_query_argument(name, None)  # invalid UTF-8 is Tornado's 400
+            if text:
+                values[name] = text
+        try:
+            return msgspec.convert(values, schema, strict=False)
+        except msgspec.ValidationError as e:
+            raise InvalidMessage(schemas.describe(e, "Query argument")) from e
 
     def send_json(self, obj: Any, status: int = 200) -> None:
-        """Write a JSON answer (dicts, lists and the msgspec records of `chatd.models`)."""
+        """Write a JSON answer (dicts, lists and msgspec records: `chatd.models`, `chatd.web.schemas`)."""
         self.set_status(status)
         self.finish(_encoder.encode(obj))
 
@@ -162,12 +214,20 @@ class ApiHandler(Services, tornado.web.RequestHandler):
                 self.set_header("Retry-After", str(max(1, int(exc.retry_after + 0.999))))
             body = {"code": exc.code, "message": exc.message}
         elif isinstance(exc, tornado.web.HTTPError):
-            codes = {404: "NOT_FOUND", 405: "INVALID_MESSAGE", 413: "MESSAGE_TOO_LONG", 400: "INVALID_MESSAGE"}
-            body = {"code": codes.get(status_code, "INTERNAL_ERROR"), "message": exc.log_message or self._reason}
+            if status_code == 405:
+                self.set_header("Allow", ", ".join(self.allowed_methods()))  # RFC 9110 asks for it
+            code = schemas.TORNADO_ERROR_CODES.get(status_code, "INTERNAL_ERROR")
+            body = {"code": code, "message": exc.log_message or self._reason}
         else:
             body = {"code": "INTERNAL_ERROR", "message": "Internal error"}
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": body}))
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this route implements."""
+        unimplemented = tornado.web.RequestHandler._unimplemented_method
+        return [name.upper() for name in _VERBS
+                if getattr(getattr(type(self), name), "__wrapped__", unimplemented) is not unimplemented]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Expected errors are not logged with tracebacks; unexpected ones are."""
@@ -176,14 +236,21 @@ class ApiHandler(Services, tornado.web.RequestHandler):
         super().log_exception(typ, value, tb)
 
 
+def _content_length(headers: tornado.httputil.HTTPHeaders) -> int | None:
+    """The declared body length; None when there is none or it is malformed (Tornado refuses those itself)."""
+    text = headers.get("Content-Length", "").split(",")[0].strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 class NotFoundHandler(ApiHandler):
     """JSON 404 for unknown API paths."""
 
     public = True
 
-    def prepare(self) -> None:  # type: ignore[override]
-        """Every method: 404."""
+    def _missing(self, *args: Any) -> None:
         raise tornado.web.HTTPError(404, "No such endpoint")
+
+    get = post = put = patch = delete = head = options = _missing
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

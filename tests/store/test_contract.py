@@ -225,6 +225,18 @@ async def test_membership_and_foreign_ids(store):
     assert [m.seq for m in await store.list_messages(cid, 2**70, 2**70, -(2**70))] == [2]
 
 
+async def test_missing_users_names_the_ids_that_are_no_users(store, backend):
+    alice = await store.create_user("alice", "h")
+    bob = await store.create_user("bob", "h")
+    assert await store.missing_users([]) == []
+    assert await store.missing_users([bob.id, alice.id, bob.id]) == []
+    other = 999999 if backend != "mongodb" else "0" * 24  # well-formed for the store, but nobody's
+    bad = [other, "not-an-id", 2**70, -1, 0]
+    assert await store.missing_users([alice.id, *bad, bob.id, other]) == bad
+    many = [alice.id] * 500 + [bob.id] * 500
+    assert await store.missing_users(many) == []
+
+
 async def test_migrations_are_recorded_and_not_rerun(store, store_url):
     alice = await store.create_user("alice", "h")
     applied = await store.migrations_applied()
