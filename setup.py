@@ -39,6 +39,8 @@ EXTRAS["test"] = EXTRAS["all"] + [
     "pytest>=8",
     "pytest-asyncio>=0.24",
     "hypothesis>=6",
+    # tests/rest runs it against a live chatd with openapi.json; the test reads its OpenAPI 3.1 meta-schema.
+    "schemathesis>=4.32,<5",
     "psutil>=5.9",
     "playwright>=1.45",
     "build>=1.2",  # tests/packaging builds the wheel and the sdist

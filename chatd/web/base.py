@@ -176,15 +176,23 @@ class ApiHandler(Services, tornado.web.RequestHandler):
             raise Unauthorized(str(e)) from None
 
     def body(self, schema: type[S]) -> S:
-        """The body as `schema` (an empty body is `{}`): INVALID_JSON unless a JSON object within the input
-        limits of `chatd.inputs`, INVALID_MESSAGE naming the field that does not fit."""
-        obj = inputs.loads(self.request.body) if self.request.body else {}
+        """The body as `schema` (an empty body is `{}`): INVALID_JSON unless a JSON object nested at most
+        `inputs.MAX_DEPTH` deep, INVALID_MESSAGE naming the field that does not fit.
+
+        The values the handler gets are checked against `chatd.inputs`' limits (64-bit integers, valid
+        Unicode); fields the schema does not name are ignored, whatever they hold.
+        """
+        obj = inputs.parse(self.request.body) if self.request.body else {}
         if not isinstance(obj, dict):
             raise InvalidJSON("Request body must be a JSON object")
         try:
-            return msgspec.convert(obj, schema, strict=True)
+            value = msgspec.convert(obj, schema, strict=True)
         except msgspec.ValidationError as e:
             raise InvalidMessage(schemas.describe(e)) from e
+        except UnicodeEncodeError as e:  # msgspec encodes each key to match it with a field name
+            raise InvalidMessage("A key in `$` is not valid Unicode (it holds a lone surrogate)") from e
+        inputs.check_value(msgspec.to_builtins(value))
+        return value
 
     def query(self, schema: type[S]) -> S:
         """The query arguments `schema` names (text decoded laxly: `"5"` is 5; empty ones are absent);
@@ -223,11 +231,12 @@ class ApiHandler(Services, tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": body}))
 
-    def allowed_methods(self) -> list[str]:
-        """The methods this route implements."""
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this route implements (for `Allow`)."""
         unimplemented = tornado.web.RequestHandler._unimplemented_method
         return [name.upper() for name in _VERBS
-                if getattr(getattr(type(self), name), "__wrapped__", unimplemented) is not unimplemented]
+                if getattr(getattr(cls, name), "__wrapped__", unimplemented) is not unimplemented]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Expected errors are not logged with tracebacks; unexpected ones are."""

@@ -74,6 +74,15 @@ class ConversationChange(msgspec.Struct):
     member_ids: MemberIds | None = None
 
 
+#: `ConversationChange` as documented: the handler's rule that a change must change something
+#: (`INVALID_MESSAGE` otherwise) written as JSON Schema, which msgspec does not check itself.
+DocumentedConversationChange = Annotated[ConversationChange, msgspec.Meta(extra_json_schema={"anyOf": [
+    {"required": ["title"], "properties": {"title": {"type": "string"}}},
+    {"required": ["assistant_id"], "properties": {"assistant_id": {"type": "string"}}},
+    {"required": ["member_ids"], "properties": {"member_ids": {"type": "array", "minItems": 1}}},
+]})]
+
+
 # Query arguments. An optional integer is UNSET when absent: decoded laxly, `None` would also
 # take the text "null", which no client means as "absent".
 
