@@ -30,7 +30,7 @@ from chatd.plugins import PluginRegistry
 from chatd.replies.manager import ReplyManager
 from chatd.store import Store
 from chatd.titles import Titler
-from chatd.web import api, health, openapi, static, ws
+from chatd.web import api, health, static, ws
 from chatd.web.base import NotFoundHandler, log_request
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ async def build_server(settings: Settings, extra_plugins: list[Any] | None = Non
         "default_handler_class": NotFoundHandler,
         "xsrf_cookies": False,
     }
-    handlers = ws.routes() + api.routes() + openapi.routes() + health.routes() + [(r"/api/.*", NotFoundHandler)]
+    handlers = ws.routes() + api.routes() + health.routes() + [(r"/api/.*", NotFoundHandler)]
     handlers += static.routes(app_settings)
     app = tornado.web.Application(handlers, **app_settings)
     await replies.start()

@@ -7,6 +7,7 @@ from chatd.errors import Forbidden, InvalidMessage, RateLimited, Unauthorized
 from chatd.models import Id, User
 from chatd.web import schemas
 from chatd.web.base import ApiHandler
+from chatd.web.openapi import OpenApiHandler
 
 
 def parse_id(text: str) -> Id:
@@ -152,4 +153,5 @@ def routes() -> list:
         (r"/api/v1/conversations", ConversationsHandler),
         (r"/api/v1/conversations/([^/]+)", ConversationHandler),
         (r"/api/v1/conversations/([^/]+)/messages", MessagesHandler),
+        (r"/api/v1/openapi\.json", OpenApiHandler),
     ]

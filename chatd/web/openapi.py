@@ -201,8 +201,3 @@ class OpenApiHandler(ApiHandler):
     def get(self) -> None:
         """The document."""
         self.send_json(document())
-
-
-def routes() -> list:
-    """The OpenAPI route."""
-    return [(r"/api/v1/openapi.json", OpenApiHandler)]
